@@ -1,0 +1,686 @@
+/*
+ * hg_conn: one client connection, from accept to close.
+ *
+ *   HELLO       read until the whole ClientHello is in, then route by SNI
+ *   CONNECTING  non-blocking connect to the route's backend addresses in
+ *               turn, each within timeouts.connect
+ *   FORWARD     copy bytes both ways, unchanged, half-close passed on
+ *   CLOSED      waiting to be freed after the current batch of events
+ *
+ * Sockets are registered once, edge-triggered, for reading and writing;
+ * the connection remembers which side is readable and writable. A buffer
+ * is held only while bytes are in flight: an idle tunnel holds none.
+ */
+#include "hg_conn.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <urcu/urcu-memb.h>
+
+#include "hg_cidr.h"
+#include "hg_log.h"
+#include "hg_net.h"
+#include "hg_resolver.h"
+#include "hg_stats.h"
+
+#define HG_HELLO_FIRST_CAP 4096
+#define HG_PUMP_BUDGET     16
+
+enum hg_conn_state {
+    HG_CONN_HELLO,
+    HG_CONN_CONNECTING,
+    HG_CONN_FORWARD,
+    HG_CONN_CLOSED,
+};
+
+/* Readiness remembered between edge-triggered events. */
+enum {
+    HG_CLIENT_RD = 1 << 0,
+    HG_CLIENT_WR = 1 << 1,
+    HG_SERVER_RD = 1 << 2,
+    HG_SERVER_WR = 1 << 3,
+};
+
+/* One direction of a tunnel. */
+struct hg_flow {
+    uint8_t *buf;  /* bytes in flight, or NULL */
+    uint32_t off;  /* first byte not yet written */
+    uint32_t len;  /* bytes in buf */
+    bool heap;     /* buf is the hello buffer (malloc), not pooled */
+    bool eof;      /* the source sent FIN */
+    bool shut;     /* FIN passed on to the destination */
+};
+
+union hg_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+};
+
+struct hg_conn {
+    struct hg_io cio; /* client socket */
+    struct hg_io sio; /* backend socket, fd -1 before connecting */
+    struct hg_timer timer;
+    struct hg_defer defer;
+    struct hg_conn *prev, *next;
+    struct hg_worker *w;
+    struct hg_wcfg *wcfg;
+    const struct hg_listener_conf *listener;
+    const struct hg_route_conf *route;
+    struct hg_stats *pair;
+
+    struct hg_hello *hello; /* parser, only while reading the hello */
+    uint8_t *hbuf;          /* every byte read before routing */
+    uint32_t hlen, hcap;
+    char *sni;
+
+    struct hg_flow up, down;
+    union hg_addr peer, backend;
+
+    uint64_t id;
+    uint64_t t_accept, t_routed, t_connected, t_last;
+    uint64_t bytes[2];
+    const char *reason; /* last connect failure */
+    uint16_t port;      /* the port the client connected to */
+    uint8_t state;
+    uint8_t ready;
+    uint8_t attempt; /* backend addresses tried */
+    uint8_t rr;      /* where this connection starts in the address set */
+    bool deferred;
+};
+
+static void hg__client_cb(struct hg_loop *loop, struct hg_io *io,
+                          uint32_t events);
+static void hg__server_cb(struct hg_loop *loop, struct hg_io *io,
+                          uint32_t events);
+static void hg__timer_cb(struct hg_loop *loop, struct hg_timer *timer);
+static void hg__defer_cb(struct hg_loop *loop, struct hg_defer *defer);
+static void hg__hello_read(struct hg_conn *c);
+static bool hg__hello_grow(struct hg_conn *c);
+static void hg__hello_done(struct hg_conn *c, enum hg_hello_rc rc);
+static void hg__route(struct hg_conn *c);
+static void hg__connect_next(struct hg_conn *c);
+static int hg__connect_one(struct hg_conn *c);
+static void hg__connect_done(struct hg_conn *c);
+static void hg__connect_failed(struct hg_conn *c, const char *reason);
+static void hg__forward_start(struct hg_conn *c);
+static void hg__pump(struct hg_conn *c);
+static int hg__pump_dir(struct hg_conn *c, enum hg_dir dir);
+static int hg__flow_write(struct hg_conn *c, struct hg_flow *f, int fd,
+                          uint8_t wr_bit);
+static void hg__flow_release(struct hg_conn *c, struct hg_flow *f);
+static void hg__refuse(struct hg_conn *c, enum hg_refuse reason,
+                       const char *detail);
+static void hg__close(struct hg_conn *c, const char *term, const char *reason);
+static void hg__teardown(struct hg_conn *c);
+static void hg__access_log(struct hg_conn *c, const char *term,
+                           const char *reason);
+static void hg__schedule(struct hg_conn *c);
+static void hg__free(struct hg_conn *c);
+
+/*
+ * Takes over fd, just accepted on wl and allowed by the listener. On any
+ * failure the socket is closed and the refusal counted.
+ */
+void hg_conn_accepted(struct hg_worker *w, struct hg_wlisten *wl, int fd,
+                      const struct sockaddr_storage *peer)
+{
+    const struct hg_config *cfg = wl->wcfg->cfg;
+    struct hg_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL || (c->hello = malloc(sizeof(*c->hello))) == NULL) {
+        free(c);
+        close(fd);
+        hg_worker_refused(w, wl->conf, HG_REFUSE_NO_MEMORY,
+                          (const struct sockaddr *)peer, NULL);
+        return;
+    }
+    c->w = w;
+    c->wcfg = wl->wcfg;
+    c->wcfg->nconns++;
+    c->listener = wl->conf;
+    c->port = wl->port;
+    memcpy(&c->peer, peer, hg_net_len((const struct sockaddr *)peer));
+    c->id = w->next_id++;
+    c->t_accept = c->t_last = w->loop.now;
+    c->cio = (struct hg_io){.fd = fd, .cb = hg__client_cb};
+    c->sio = (struct hg_io){.fd = -1, .cb = hg__server_cb};
+    c->timer.cb = hg__timer_cb;
+    hg_hello_init(c->hello, cfg->max_hello);
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+
+    hg_net_tune(fd, (unsigned)(cfg->tcp_keepalive_ms / 1000));
+    int rc = hg_io_add(&w->loop, &c->cio,
+                       EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+    if (rc < 0) {
+        hg__refuse(c, HG_REFUSE_NO_MEMORY, strerror(-rc));
+        return;
+    }
+    hg_timer_start(&w->loop, &c->timer, cfg->hello_timeout_ms);
+    /* With TCP_DEFER_ACCEPT the hello is usually in already. */
+    c->ready |= HG_CLIENT_RD;
+    hg__hello_read(c);
+}
+
+/* Closes every connection of the worker (the gateway is stopping). */
+void hg_conn_close_all(struct hg_worker *w)
+{
+    while (w->conns != NULL) {
+        struct hg_conn *c = w->conns;
+        if (c->state == HG_CONN_HELLO)
+            hg__refuse(c, HG_REFUSE_SHUTDOWN, NULL);
+        else
+            hg__close(c, c->state == HG_CONN_FORWARD ? "PD" : "PC",
+                      "shutdown");
+    }
+}
+
+static void hg__client_cb(struct hg_loop *loop, struct hg_io *io,
+                          uint32_t events)
+{
+    struct hg_conn *c = hg_container_of(io, struct hg_conn, cio);
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        c->ready |= HG_CLIENT_RD;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        c->ready |= HG_CLIENT_WR;
+    switch (c->state) {
+    case HG_CONN_HELLO:
+        hg__hello_read(c);
+        break;
+    case HG_CONN_CONNECTING:
+        if (events & EPOLLERR)
+            hg__close(c, "CC", "client_reset");
+        break;
+    case HG_CONN_FORWARD:
+        hg__pump(c);
+        break;
+    default:
+        break;
+    }
+}
+
+static void hg__server_cb(struct hg_loop *loop, struct hg_io *io,
+                          uint32_t events)
+{
+    struct hg_conn *c = hg_container_of(io, struct hg_conn, sio);
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        c->ready |= HG_SERVER_RD;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        c->ready |= HG_SERVER_WR;
+    if (c->state == HG_CONN_CONNECTING)
+        hg__connect_done(c);
+    else if (c->state == HG_CONN_FORWARD)
+        hg__pump(c);
+}
+
+/* One timer per connection: the deadline of whatever phase it is in. */
+static void hg__timer_cb(struct hg_loop *loop, struct hg_timer *timer)
+{
+    struct hg_conn *c = hg_container_of(timer, struct hg_conn, timer);
+    const struct hg_config *cfg = c->wcfg->cfg;
+    switch (c->state) {
+    case HG_CONN_HELLO:
+        hg__refuse(c, HG_REFUSE_HELLO_TIMEOUT, NULL);
+        break;
+    case HG_CONN_CONNECTING:
+        hg__connect_failed(c, "connect_timeout");
+        break;
+    case HG_CONN_FORWARD:
+        if (loop->now - c->t_last >= cfg->idle_timeout_ms)
+            hg__close(c, "ID", "idle_timeout");
+        else
+            hg_timer_start(loop, timer,
+                           cfg->idle_timeout_ms - (loop->now - c->t_last));
+        break;
+    default:
+        break;
+    }
+}
+
+/* Runs after the batch: frees a closed connection or pumps again. */
+static void hg__defer_cb(struct hg_loop *loop, struct hg_defer *defer)
+{
+    struct hg_conn *c = hg_container_of(defer, struct hg_conn, defer);
+    c->deferred = false;
+    if (c->state == HG_CONN_CLOSED)
+        hg__free(c);
+    else if (c->state == HG_CONN_FORWARD)
+        hg__pump(c);
+}
+
+/* Reads what the client sent so far and feeds it to the hello parser. */
+static void hg__hello_read(struct hg_conn *c)
+{
+    while (c->ready & HG_CLIENT_RD) {
+        if (c->hlen == c->hcap && !hg__hello_grow(c)) {
+            hg__refuse(c, c->hcap ? HG_REFUSE_TOO_BIG : HG_REFUSE_NO_MEMORY,
+                       NULL);
+            return;
+        }
+        ssize_t n = recv(c->cio.fd, c->hbuf + c->hlen, c->hcap - c->hlen, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            c->ready &= ~HG_CLIENT_RD;
+            return;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            hg__refuse(c, HG_REFUSE_CLIENT_GONE, n < 0 ? strerror(errno)
+                                                       : NULL);
+            return;
+        }
+        c->hlen += (uint32_t)n;
+        enum hg_hello_rc rc = hg_hello_parse(c->hello, c->hbuf, c->hlen);
+        if (rc != HG_HELLO_AGAIN) {
+            hg__hello_done(c, rc);
+            return;
+        }
+    }
+}
+
+/* Doubles the hello buffer up to max_hello; false when it cannot. */
+static bool hg__hello_grow(struct hg_conn *c)
+{
+    size_t max = c->wcfg->cfg->max_hello;
+    if (c->hcap >= max)
+        return false;
+    size_t cap = c->hcap ? (size_t)c->hcap * 2 : HG_HELLO_FIRST_CAP;
+    if (cap > max)
+        cap = max;
+    uint8_t *buf = realloc(c->hbuf, cap);
+    if (buf == NULL)
+        return false;
+    c->hbuf = buf;
+    c->hcap = (uint32_t)cap;
+    return true;
+}
+
+static void hg__hello_done(struct hg_conn *c, enum hg_hello_rc rc)
+{
+    struct hg_hello *h = c->hello;
+    if (rc == HG_HELLO_DECLINED) {
+        hg__refuse(c, HG_REFUSE_NOT_TLS, h->reason);
+        return;
+    }
+    if (rc == HG_HELLO_ERROR) {
+        bool big = h->reason && strcmp(h->reason, "too_big") == 0;
+        hg__refuse(c, big ? HG_REFUSE_TOO_BIG : HG_REFUSE_BAD_HELLO,
+                   h->reason);
+        return;
+    }
+    if (h->has_sni && (c->sni = strdup(h->sni)) == NULL) {
+        hg__refuse(c, HG_REFUSE_NO_MEMORY, NULL);
+        return;
+    }
+    free(c->hello);
+    c->hello = NULL;
+    hg__route(c);
+}
+
+/* Picks the route by SNI, checks its allow list, then connects. */
+static void hg__route(struct hg_conn *c)
+{
+    const struct hg_config *cfg = c->wcfg->cfg;
+    const struct hg_route_conf *r = NULL;
+    if (c->sni != NULL)
+        r = hg_config_route_for(cfg, c->sni, strlen(c->sni));
+    if (r == NULL)
+        r = cfg->default_route;
+    if (r == NULL) {
+        hg__refuse(c, c->sni ? HG_REFUSE_UNKNOWN_SNI : HG_REFUSE_NO_SNI,
+                   c->sni);
+        return;
+    }
+    if (r->allow != NULL && !hg_cidr_set_match(r->allow, &c->peer.sa)) {
+        hg__refuse(c, HG_REFUSE_ROUTE_ALLOW, r->name);
+        return;
+    }
+    c->route = r;
+    size_t li = (size_t)(c->listener - cfg->listeners);
+    size_t ri = (size_t)(r - cfg->routes);
+    c->pair = cfg->pair_stats[li * cfg->nroutes + ri];
+    hg_stats_add(&c->pair->total, 1);
+    hg_stats_add(&c->pair->active, 1);
+    c->t_routed = c->w->loop.now;
+    c->rr = (uint8_t)c->w->rr++;
+    c->state = HG_CONN_CONNECTING;
+    hg__connect_next(c);
+}
+
+/*
+ * Tries the next address of the backend's current answer. New connections
+ * only ever use the addresses published now.
+ */
+static void hg__connect_next(struct hg_conn *c)
+{
+    for (;;) {
+        int rc = hg__connect_one(c);
+        if (rc == 0)
+            return;
+        if (rc == -ENOENT) {
+            hg__close(c, c->attempt ? "SC" : "RC",
+                      c->attempt ? c->reason : "no_address");
+            return;
+        }
+        c->reason = "connect_error";
+        c->attempt++;
+    }
+}
+
+/*
+ * Starts a connect to address number c->attempt. Returns 0 when under way,
+ * -ENOENT when every address has been tried, or another -errno when this
+ * address failed at once.
+ */
+static int hg__connect_one(struct hg_conn *c)
+{
+    struct hg_backend *b = c->route->backend;
+    urcu_memb_read_lock();
+    struct hg_addrset *set = rcu_dereference(b->addrs);
+    size_t n = set ? set->n : 0;
+    if (c->attempt >= n) {
+        urcu_memb_read_unlock();
+        return -ENOENT;
+    }
+    const struct sockaddr *sa =
+        (const struct sockaddr *)&set->addrs[(c->rr + c->attempt) % n];
+    memcpy(&c->backend, sa, hg_net_len(sa));
+    urcu_memb_read_unlock();
+
+    uint16_t port = c->route->backend_port ? c->route->backend_port : c->port;
+    hg_net_set_port(&c->backend.sa, port);
+    int fd = socket(c->backend.sa.sa_family,
+                    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    const struct hg_config *cfg = c->wcfg->cfg;
+    hg_net_tune(fd, (unsigned)(cfg->tcp_keepalive_ms / 1000));
+    if (connect(fd, &c->backend.sa, hg_net_len(&c->backend.sa)) < 0 &&
+        errno != EINPROGRESS) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    c->sio.fd = fd;
+    c->ready &= ~(HG_SERVER_RD | HG_SERVER_WR);
+    int rc = hg_io_add(&c->w->loop, &c->sio,
+                       EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+    if (rc < 0) {
+        close(fd);
+        c->sio.fd = -1;
+        return rc;
+    }
+    hg_timer_start(&c->w->loop, &c->timer, cfg->connect_timeout_ms);
+    return 0;
+}
+
+/* The backend socket became writable or failed: see which. */
+static void hg__connect_done(struct hg_conn *c)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(c->sio.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err == 0 && !(c->ready & HG_SERVER_WR))
+        return;
+    if (err != 0) {
+        hg__connect_failed(c, err == ECONNREFUSED ? "connect_refused"
+                                                  : "connect_error");
+        return;
+    }
+    hg__forward_start(c);
+}
+
+static void hg__connect_failed(struct hg_conn *c, const char *reason)
+{
+    close(c->sio.fd);
+    c->sio.fd = -1;
+    c->reason = reason;
+    c->attempt++;
+    hg__connect_next(c);
+}
+
+/* Connected: the bytes read so far go first, exactly as the client sent. */
+static void hg__forward_start(struct hg_conn *c)
+{
+    const struct hg_config *cfg = c->wcfg->cfg;
+    c->state = HG_CONN_FORWARD;
+    c->t_connected = c->t_last = c->w->loop.now;
+    c->up = (struct hg_flow){.buf = c->hbuf, .len = c->hlen, .heap = true};
+    c->hbuf = NULL;
+    c->hlen = c->hcap = 0;
+    c->bytes[HG_DIR_UP] += c->up.len;
+    hg_stats_add(&c->route->stats->bytes[HG_DIR_UP], c->up.len);
+    if (cfg->idle_timeout_ms)
+        hg_timer_start(&c->w->loop, &c->timer, cfg->idle_timeout_ms);
+    else
+        hg_timer_stop(&c->w->loop, &c->timer);
+    hg__pump(c);
+}
+
+/* Moves bytes both ways until nothing more can move without waiting. */
+static void hg__pump(struct hg_conn *c)
+{
+    int up = hg__pump_dir(c, HG_DIR_UP);
+    if (up < 0)
+        return; /* closed */
+    int down = hg__pump_dir(c, HG_DIR_DOWN);
+    if (down < 0)
+        return;
+    if (c->up.shut && c->down.shut) {
+        hg__close(c, "--", "eof");
+        return;
+    }
+    if (up > 0 || down > 0)
+        hg__schedule(c);
+}
+
+/*
+ * Copies from one side to the other. Returns 0 when it has to wait, 1 when
+ * its budget ran out with more to do, -1 when it closed the connection.
+ */
+static int hg__pump_dir(struct hg_conn *c, enum hg_dir dir)
+{
+    bool up = dir == HG_DIR_UP;
+    struct hg_flow *f = up ? &c->up : &c->down;
+    int src = up ? c->cio.fd : c->sio.fd, dst = up ? c->sio.fd : c->cio.fd;
+    uint8_t rd = up ? HG_CLIENT_RD : HG_SERVER_RD;
+    uint8_t wr = up ? HG_SERVER_WR : HG_CLIENT_WR;
+
+    for (int budget = HG_PUMP_BUDGET; budget > 0; budget--) {
+        if (f->buf != NULL) {
+            int rc = hg__flow_write(c, f, dst, wr);
+            if (rc <= 0)
+                return rc;
+            continue;
+        }
+        if (f->eof) {
+            if (!f->shut && shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN) {
+                hg__close(c, up ? "SD" : "CD", "shutdown_error");
+                return -1;
+            }
+            f->shut = true;
+            return 0;
+        }
+        if (!(c->ready & rd))
+            return 0;
+        uint8_t *buf = hg_worker_buf_get(c->w);
+        if (buf == NULL) {
+            hg__close(c, "RD", "no_memory");
+            return -1;
+        }
+        ssize_t n = recv(src, buf, HG_BUF_SIZE, 0);
+        if (n > 0) {
+            *f = (struct hg_flow){.buf = buf, .len = (uint32_t)n};
+            c->bytes[dir] += (uint64_t)n;
+            c->t_last = c->w->loop.now;
+            hg_stats_add(&c->route->stats->bytes[dir], (uint64_t)n);
+            continue;
+        }
+        int err = errno;
+        hg_worker_buf_put(c->w, buf);
+        if (n == 0) {
+            f->eof = true;
+        } else if (err == EAGAIN || err == EWOULDBLOCK) {
+            c->ready &= ~rd;
+            return 0;
+        } else if (err != EINTR) {
+            hg__close(c, up ? "CD" : "SD",
+                      up ? "client_reset" : "server_reset");
+            return -1;
+        }
+    }
+    return 1;
+}
+
+/*
+ * Writes what is in flight. Returns 1 when all of it went (the buffer is
+ * released), 0 when the destination is full, -1 when it closed the
+ * connection.
+ */
+static int hg__flow_write(struct hg_conn *c, struct hg_flow *f, int fd,
+                          uint8_t wr_bit)
+{
+    if (!(c->ready & wr_bit))
+        return 0;
+    ssize_t n = send(fd, f->buf + f->off, f->len - f->off, MSG_NOSIGNAL);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            c->ready &= ~wr_bit;
+            return 0;
+        }
+        if (errno == EINTR)
+            return 1;
+        bool to_server = wr_bit == HG_SERVER_WR;
+        hg__close(c, to_server ? "SD" : "CD",
+                  to_server ? "server_reset" : "client_reset");
+        return -1;
+    }
+    f->off += (uint32_t)n;
+    if (f->off < f->len)
+        return 1;
+    hg__flow_release(c, f);
+    return 1;
+}
+
+static void hg__flow_release(struct hg_conn *c, struct hg_flow *f)
+{
+    if (f->buf == NULL)
+        return;
+    if (f->heap)
+        free(f->buf);
+    else
+        hg_worker_buf_put(c->w, f->buf);
+    f->buf = NULL;
+    f->off = f->len = 0;
+    f->heap = false;
+}
+
+/* Closes a connection that never reached a backend; counted, not logged. */
+static void hg__refuse(struct hg_conn *c, enum hg_refuse reason,
+                       const char *detail)
+{
+    hg_worker_refused(c->w, c->listener, reason, &c->peer.sa, detail);
+    hg__teardown(c);
+}
+
+/* Closes a routed connection with its access line. */
+static void hg__close(struct hg_conn *c, const char *term, const char *reason)
+{
+    if (c->state == HG_CONN_CLOSED)
+        return;
+    hg__access_log(c, term, reason);
+    hg_stats_sub(&c->pair->active, 1);
+    hg__teardown(c);
+}
+
+/* Releases everything but the struct, which is freed after the batch. */
+static void hg__teardown(struct hg_conn *c)
+{
+    struct hg_worker *w = c->w;
+    hg_timer_stop(&w->loop, &c->timer);
+    close(c->cio.fd);
+    if (c->sio.fd >= 0)
+        close(c->sio.fd);
+    hg__flow_release(c, &c->up);
+    hg__flow_release(c, &c->down);
+    free(c->hbuf);
+    free(c->hello);
+    free(c->sni);
+    c->hbuf = NULL;
+    c->hello = NULL;
+    c->sni = NULL;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    hg_worker_wcfg_release(w, c->wcfg);
+    c->state = HG_CONN_CLOSED;
+    hg__schedule(c);
+}
+
+static void hg__schedule(struct hg_conn *c)
+{
+    if (c->deferred)
+        return;
+    c->deferred = true;
+    hg_loop_defer(&c->w->loop, &c->defer, hg__defer_cb);
+}
+
+static void hg__free(struct hg_conn *c)
+{
+    free(c);
+}
+
+/* The one line per routed connection, written when it closes. */
+static void hg__access_log(struct hg_conn *c, const char *term,
+                           const char *reason)
+{
+    if (!hg_log_enabled(HG_LOG_INFO))
+        return;
+    uint64_t now = c->w->loop.now;
+    char id[24], client[HG_ADDRSTRLEN], backend[HG_ADDRSTRLEN];
+    char up[24], down[24], dur[24], hello[24], conn[24];
+    snprintf(id, sizeof(id), "%u-%llu", c->w->id,
+             (unsigned long long)c->id);
+    hg_net_format(&c->peer.sa, client, sizeof(client));
+    if (c->t_connected || c->attempt)
+        hg_net_format(&c->backend.sa, backend, sizeof(backend));
+    else
+        snprintf(backend, sizeof(backend), "-");
+    snprintf(up, sizeof(up), "%llu", (unsigned long long)c->bytes[0]);
+    snprintf(down, sizeof(down), "%llu", (unsigned long long)c->bytes[1]);
+    snprintf(dur, sizeof(dur), "%llu",
+             (unsigned long long)(now - c->t_accept));
+    snprintf(hello, sizeof(hello), "%llu",
+             (unsigned long long)(c->t_routed - c->t_accept));
+    snprintf(conn, sizeof(conn), "%lld",
+             c->t_connected ? (long long)(c->t_connected - c->t_routed) : -1);
+    const struct hg_log_field fields[] = {
+        {"conn", id, true},
+        {"client", client, true},
+        {"listener", c->listener->name, true},
+        {"sni", c->sni ? c->sni : "-", true},
+        {"route", c->route->name, true},
+        {"backend", backend, true},
+        {"term", term, true},
+        {"reason", reason, true},
+        {"bytes_up", up, false},
+        {"bytes_down", down, false},
+        {"duration_ms", dur, false},
+        {"hello_ms", hello, false},
+        {"connect_ms", conn, false},
+        {NULL, NULL, false},
+    };
+    hg_log_fields(HG_LOG_INFO, "access", fields);
+}

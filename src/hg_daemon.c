@@ -1,0 +1,490 @@
+#include "hg_daemon.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <urcu/urcu-memb.h>
+
+#include "hg_admin.h"
+#include "hg_log.h"
+#include "hg_net.h"
+#include "hg_resolver.h"
+#include "hg_stats.h"
+#include "hg_worker.h"
+
+#define HG_LISTEN_BACKLOG   4096
+#define HG_RETIRE_CHECK_MS  50
+#define HG_FIRST_RESOLVE_MS 3000
+
+/* A replaced config, kept until every worker has moved past it. */
+struct hg_retired {
+    struct hg_retired *next;
+    struct hg_config *cfg;
+    uint64_t until_gen; /* the generation that replaced it */
+};
+
+static void hg__print_error(void *arg, const char *message);
+static void hg__log_error(void *arg, const char *message);
+static void hg__resolver_log(void *arg, enum hg_log_level level,
+                             const char *host, const char *what);
+static int hg__setup(struct hg_daemon *d, struct hg_config *cfg);
+static int hg__activate(struct hg_daemon *d, struct hg_config *cfg,
+                        uint64_t gen);
+static int hg__activate_listeners(struct hg_daemon *d, struct hg_config *cfg,
+                                  uint64_t gen);
+static int hg__activate_routes(struct hg_daemon *d, struct hg_config *cfg);
+static void hg__runtime_free(struct hg_config *cfg);
+static struct hg_listen_sock *hg__sock_get(struct hg_daemon *d,
+                                           const struct hg_sockaddr *a,
+                                           unsigned defer_s);
+static void hg__sock_close(struct hg_daemon *d, struct hg_listen_sock *s);
+static void hg__sweep_socks(struct hg_daemon *d);
+static void hg__publish(struct hg_daemon *d, struct hg_config *cfg);
+static void hg__retire_cb(struct hg_loop *loop, struct hg_timer *timer);
+static uint64_t hg__min_gen_seen(struct hg_daemon *d);
+static void hg__reload(struct hg_daemon *d);
+static void hg__signal_cb(struct hg_loop *loop, struct hg_io *io,
+                          uint32_t events);
+static void hg__shutdown(struct hg_daemon *d);
+static int hg__signals_open(struct hg_daemon *d);
+static void hg__raise_nofile(void);
+static unsigned hg__ncpu(void);
+static int hg__start_workers(struct hg_daemon *d);
+static void hg__teardown(struct hg_daemon *d);
+
+int hg_daemon_check(const char *path)
+{
+    struct hg_config *cfg = hg_config_load(path, hg__print_error, NULL);
+    if (cfg == NULL)
+        return 1;
+    printf("hubgate: configuration %s is valid\n", path);
+    hg_config_unref(cfg);
+    return 0;
+}
+
+int hg_daemon_run(const char *path)
+{
+    struct hg_daemon d = {.config_path = path, .sigfd = -1};
+    pthread_mutex_init(&d.cfg_lock, NULL);
+    struct hg_config *cfg = hg_config_load(path, hg__log_error, NULL);
+    if (cfg == NULL) {
+        hg_log_error("%s: configuration invalid, not starting", path);
+        return 1;
+    }
+    hg_log_configure(cfg->log_level, cfg->log_format);
+    int status = hg__setup(&d, cfg) == 0 ? 0 : 1;
+    if (status == 0) {
+        atomic_store(&d.ready, true);
+        hg_log_info("hubgate %s started: %u workers, %zu listeners, "
+                    "%zu routes, admin on %s",
+                    HG_VERSION, d.nworkers, cfg->nlisteners, cfg->nroutes,
+                    cfg->admin_listen.text);
+        hg_loop_run(&d.loop);
+        hg_log_info("hubgate stopped");
+    }
+    hg__teardown(&d);
+    return status;
+}
+
+struct hg_config *hg_daemon_config(struct hg_daemon *d)
+{
+    pthread_mutex_lock(&d->cfg_lock);
+    struct hg_config *cfg = hg_config_ref(d->cfg);
+    pthread_mutex_unlock(&d->cfg_lock);
+    return cfg;
+}
+
+static void hg__print_error(void *arg, const char *message)
+{
+    fprintf(stderr, "%s\n", message);
+}
+
+static void hg__log_error(void *arg, const char *message)
+{
+    hg_log_error("%s", message);
+}
+
+static void hg__resolver_log(void *arg, enum hg_log_level level,
+                             const char *host, const char *what)
+{
+    hg_log(level, "resolver: %s: %s", host, what);
+}
+
+/*
+ * Everything before the workers run: signals, loop, resolver, sockets,
+ * first answers, admin. Takes over cfg. Returns 0 or -1 (logged).
+ */
+static int hg__setup(struct hg_daemon *d, struct hg_config *cfg)
+{
+    const char *reason = NULL;
+    signal(SIGPIPE, SIG_IGN);
+    hg__raise_nofile();
+    d->cfg = cfg;
+    atomic_store(&d->published, cfg);
+    d->nworkers = cfg->workers ? cfg->workers : hg__ncpu();
+    if (hg__signals_open(d) < 0 || hg_loop_init(&d->loop) < 0)
+        return -1;
+    hg_io_add(&d->loop, &d->sig_io, EPOLLIN);
+    d->retire_timer.cb = hg__retire_cb;
+    d->resolver = hg_resolver_new(&d->loop, cfg, &reason);
+    if (d->resolver == NULL) {
+        hg_log_error("resolver: %s", reason);
+        return -1;
+    }
+    hg_resolver_set_log(d->resolver, hg__resolver_log, NULL);
+    if (hg__activate(d, cfg, 1) < 0)
+        return -1;
+    atomic_store(&d->gen, 1);
+    size_t missing = hg_resolver_wait_initial(d->resolver,
+                                              HG_FIRST_RESOLVE_MS);
+    if (missing > 0)
+        hg_log_warn("%zu backend names have no address yet; still trying",
+                    missing);
+    d->admin = hg_admin_start(d, &cfg->admin_listen, &reason);
+    if (d->admin == NULL) {
+        hg_log_error("admin %s: %s", cfg->admin_listen.text, reason);
+        return -1;
+    }
+    return hg__start_workers(d);
+}
+
+static int hg__start_workers(struct hg_daemon *d)
+{
+    d->workers = calloc(d->nworkers, sizeof(*d->workers));
+    if (d->workers == NULL)
+        return -1;
+    for (unsigned i = 0; i < d->nworkers; i++) {
+        int rc = hg_worker_start(&d->workers[i], d, i);
+        if (rc < 0) {
+            hg_log_error("cannot start worker %u: %s", i, strerror(-rc));
+            d->nworkers = i;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Fills cfg's runtime slots: stats records, listening sockets (opening the
+ * new ones), backends. Returns 0, or -1 with the reason logged; on failure
+ * cfg may hold partial runtime state, freed with it.
+ */
+static int hg__activate(struct hg_daemon *d, struct hg_config *cfg,
+                        uint64_t gen)
+{
+    cfg->runtime_free = hg__runtime_free;
+    if (hg__activate_listeners(d, cfg, gen) < 0)
+        return -1;
+    return hg__activate_routes(d, cfg);
+}
+
+static int hg__activate_listeners(struct hg_daemon *d, struct hg_config *cfg,
+                                  uint64_t gen)
+{
+    unsigned defer_s = (unsigned)((cfg->hello_timeout_ms + 999) / 1000);
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        struct hg_listener_conf *l = &cfg->listeners[i];
+        l->stats = hg_stats_listener(l->name);
+        l->socks = calloc(l->nbinds, sizeof(*l->socks));
+        if (l->stats == NULL || l->socks == NULL)
+            return -1;
+        for (size_t b = 0; b < l->nbinds; b++) {
+            l->socks[b] = hg__sock_get(d, &l->binds[b], defer_s);
+            if (l->socks[b] == NULL)
+                return -1;
+            l->socks[b]->used_gen = gen;
+        }
+    }
+    return 0;
+}
+
+static int hg__activate_routes(struct hg_daemon *d, struct hg_config *cfg)
+{
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        struct hg_route_conf *r = &cfg->routes[i];
+        r->stats = hg_stats_route(r->name);
+        r->backend = hg_resolver_backend(d->resolver, r->backend_host);
+        if (r->stats == NULL || r->backend == NULL)
+            return -1;
+    }
+    size_t n = cfg->nlisteners * cfg->nroutes;
+    cfg->pair_stats = calloc(n ? n : 1, sizeof(*cfg->pair_stats));
+    if (cfg->pair_stats == NULL)
+        return -1;
+    for (size_t l = 0; l < cfg->nlisteners; l++)
+        for (size_t r = 0; r < cfg->nroutes; r++) {
+            struct hg_stats *s = hg_stats_pair(cfg->listeners[l].name,
+                                               cfg->routes[r].name);
+            if (s == NULL)
+                return -1;
+            cfg->pair_stats[l * cfg->nroutes + r] = s;
+        }
+    return 0;
+}
+
+/* The runtime arrays belong to the snapshot; what they point to does not. */
+static void hg__runtime_free(struct hg_config *cfg)
+{
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        free(cfg->listeners[i].socks);
+    free(cfg->pair_stats);
+}
+
+/*
+ * The socket set for a bind address: the one already open, or a new one
+ * with a socket per worker. Returns NULL (logged) when it cannot bind.
+ */
+static struct hg_listen_sock *hg__sock_get(struct hg_daemon *d,
+                                           const struct hg_sockaddr *a,
+                                           unsigned defer_s)
+{
+    for (struct hg_listen_sock *s = d->socks; s != NULL; s = s->next)
+        if (s->addr_len == a->addr_len &&
+            memcmp(&s->addr, &a->addr, a->addr_len) == 0)
+            return s;
+    struct hg_listen_sock *s = calloc(1, sizeof(*s));
+    if (s == NULL || (s->fds = calloc(d->nworkers, sizeof(int))) == NULL ||
+        (s->text = strdup(a->text)) == NULL) {
+        hg__sock_close(d, s);
+        return NULL;
+    }
+    memcpy(&s->addr, &a->addr, a->addr_len);
+    s->addr_len = a->addr_len;
+    for (unsigned i = 0; i < d->nworkers; i++)
+        s->fds[i] = -1;
+    for (unsigned i = 0; i < d->nworkers; i++) {
+        int fd = hg_net_listen((const struct sockaddr *)&a->addr, a->addr_len,
+                               HG_LISTEN_BACKLOG, defer_s);
+        if (fd < 0) {
+            hg_log_error("cannot listen on %s: %s", a->text, strerror(-fd));
+            hg__sock_close(d, s);
+            return NULL;
+        }
+        s->fds[i] = fd;
+    }
+    s->next = d->socks;
+    d->socks = s;
+    return s;
+}
+
+/* Closes a socket set that is not (or no longer) in the list. */
+static void hg__sock_close(struct hg_daemon *d, struct hg_listen_sock *s)
+{
+    if (s == NULL)
+        return;
+    for (unsigned i = 0; s->fds && i < d->nworkers; i++)
+        if (s->fds[i] >= 0)
+            close(s->fds[i]);
+    free(s->fds);
+    free(s->text);
+    free(s);
+}
+
+/* Once no worker can use an old config, closes addresses it alone bound. */
+static void hg__sweep_socks(struct hg_daemon *d)
+{
+    uint64_t gen = atomic_load(&d->gen);
+    struct hg_listen_sock **p = &d->socks;
+    while (*p != NULL) {
+        struct hg_listen_sock *s = *p;
+        if (s->used_gen == gen) {
+            p = &s->next;
+            continue;
+        }
+        hg_log_info("stopped listening on %s", s->text);
+        *p = s->next;
+        hg__sock_close(d, s);
+    }
+}
+
+/* Makes cfg current and tells the workers; the old one is retired. */
+static void hg__publish(struct hg_daemon *d, struct hg_config *cfg)
+{
+    struct hg_retired *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        abort(); /* a few bytes; the old config must not leak into use */
+    pthread_mutex_lock(&d->cfg_lock);
+    r->cfg = d->cfg;
+    d->cfg = cfg;
+    pthread_mutex_unlock(&d->cfg_lock);
+    atomic_store(&d->published, cfg);
+    r->until_gen = atomic_fetch_add(&d->gen, 1) + 1;
+    r->next = d->retired;
+    d->retired = r;
+    for (unsigned i = 0; i < d->nworkers; i++)
+        hg_worker_post(&d->workers[i], HG_WORKER_SWITCH);
+    hg_timer_start(&d->loop, &d->retire_timer, HG_RETIRE_CHECK_MS);
+}
+
+static uint64_t hg__min_gen_seen(struct hg_daemon *d)
+{
+    uint64_t min = UINT64_MAX;
+    for (unsigned i = 0; i < d->nworkers; i++) {
+        uint64_t g = atomic_load(&d->workers[i].gen_seen);
+        if (g < min)
+            min = g;
+    }
+    return min;
+}
+
+/* Drops retired configs that every worker has moved past. */
+static void hg__retire_cb(struct hg_loop *loop, struct hg_timer *timer)
+{
+    struct hg_daemon *d = hg_container_of(timer, struct hg_daemon,
+                                          retire_timer);
+    uint64_t seen = hg__min_gen_seen(d);
+    struct hg_retired **p = &d->retired;
+    while (*p != NULL) {
+        struct hg_retired *r = *p;
+        if (r->until_gen > seen) {
+            p = &r->next;
+            continue;
+        }
+        *p = r->next;
+        hg_config_unref(r->cfg);
+        free(r);
+    }
+    if (d->retired != NULL)
+        hg_timer_start(loop, timer, HG_RETIRE_CHECK_MS);
+    else
+        hg__sweep_socks(d);
+}
+
+/*
+ * SIGHUP: a valid new config applies to new connections; an invalid one
+ * changes nothing. Established connections are never touched.
+ */
+static void hg__reload(struct hg_daemon *d)
+{
+    const char *reason = NULL;
+    hg_log_info("reloading %s", d->config_path);
+    struct hg_config *cfg = hg_config_load(d->config_path, hg__log_error,
+                                           NULL);
+    if (cfg == NULL)
+        goto failed;
+    if (cfg->workers != d->cfg->workers)
+        hg_log_warn("workers changed: applies at the next restart");
+    if (strcmp(cfg->admin_listen.text, d->cfg->admin_listen.text) != 0)
+        hg_log_warn("admin.listen changed: applies at the next restart");
+    if (hg_resolver_configure(d->resolver, cfg, &reason) < 0) {
+        hg_log_error("resolver: %s", reason);
+        goto failed;
+    }
+    if (hg__activate(d, cfg, atomic_load(&d->gen) + 1) < 0)
+        goto failed;
+    hg_log_configure(cfg->log_level, cfg->log_format);
+    hg__publish(d, cfg);
+    hg_stats_add(&hg_global_stats.reloads_ok, 1);
+    hg_log_info("reloaded %s: %zu listeners, %zu routes", d->config_path,
+                cfg->nlisteners, cfg->nroutes);
+    return;
+failed:
+    if (cfg != NULL) {
+        hg_resolver_configure(d->resolver, d->cfg, &reason);
+        hg_config_unref(cfg);
+    }
+    hg_stats_add(&hg_global_stats.reloads_failed, 1);
+    hg_log_error("reload of %s failed; the running configuration stays",
+                 d->config_path);
+}
+
+static void hg__signal_cb(struct hg_loop *loop, struct hg_io *io,
+                          uint32_t events)
+{
+    struct hg_daemon *d = hg_container_of(io, struct hg_daemon, sig_io);
+    struct signalfd_siginfo si;
+    while (read(io->fd, &si, sizeof(si)) == sizeof(si)) {
+        if (si.ssi_signo == SIGHUP && !atomic_load(&d->draining))
+            hg__reload(d);
+        else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+            hg__shutdown(d);
+    }
+}
+
+/*
+ * SIGTERM/SIGINT: report not ready, stop accepting, close what is open and
+ * exit.
+ */
+static void hg__shutdown(struct hg_daemon *d)
+{
+    atomic_store(&d->ready, false);
+    atomic_store(&d->draining, true);
+    hg_log_info("stopping: not ready, no longer accepting");
+    for (unsigned i = 0; i < d->nworkers; i++)
+        hg_worker_post(&d->workers[i], HG_WORKER_EXIT);
+    hg_loop_stop(&d->loop);
+}
+
+/* Signals arrive through a signalfd on the main loop, in every thread. */
+static int hg__signals_open(struct hg_daemon *d)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    d->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (d->sigfd < 0) {
+        hg_log_error("signalfd: %s", strerror(errno));
+        return -1;
+    }
+    d->sig_io = (struct hg_io){.fd = d->sigfd, .cb = hg__signal_cb};
+    return 0;
+}
+
+/* Tunnels take two descriptors each: use all the hard limit allows. */
+static void hg__raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static unsigned hg__ncpu(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+        return (unsigned)CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+static void hg__teardown(struct hg_daemon *d)
+{
+    for (unsigned i = 0; i < d->nworkers; i++)
+        hg_worker_post(&d->workers[i], HG_WORKER_EXIT);
+    for (unsigned i = 0; i < d->nworkers; i++)
+        hg_worker_join(&d->workers[i]);
+    free(d->workers);
+    hg_admin_stop(d->admin);
+    while (d->retired != NULL) {
+        struct hg_retired *r = d->retired;
+        d->retired = r->next;
+        hg_config_unref(r->cfg);
+        free(r);
+    }
+    while (d->socks != NULL) {
+        struct hg_listen_sock *s = d->socks;
+        d->socks = s->next;
+        hg__sock_close(d, s);
+    }
+    if (d->cfg)
+        hg_config_unref(d->cfg);
+    if (d->resolver)
+        hg_resolver_free(d->resolver);
+    if (d->sigfd >= 0)
+        close(d->sigfd);
+    if (d->loop.epfd > 0)
+        hg_loop_deinit(&d->loop);
+    hg_stats_free_all();
+    pthread_mutex_destroy(&d->cfg_lock);
+}

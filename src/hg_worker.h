@@ -1,0 +1,110 @@
+/*
+ * hg_worker: one thread per core with its own event loop, its own
+ * SO_REUSEPORT listening sockets and its own connections. Nothing on the
+ * forwarding path takes a lock: a worker sees a new config only when the
+ * main thread tells it to switch, and keeps the old one alive for the
+ * connections that were accepted under it.
+ */
+#ifndef HG_WORKER_H
+#define HG_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "hg_config.h"
+#include "hg_hello.h"
+#include "hg_loop.h"
+
+struct hg_daemon;
+struct hg_worker;
+struct hg_wcfg;
+
+/* A bound address: one listening socket per worker, made by main. */
+struct hg_listen_sock {
+    struct hg_listen_sock *next;
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    char *text;
+    int *fds;          /* [nworkers] */
+    uint64_t used_gen; /* last config generation that binds it */
+};
+
+/* A worker's registration of one listening socket under one config. */
+struct hg_wlisten {
+    struct hg_io io;
+    struct hg_timer pause; /* accept paused after EMFILE/ENFILE */
+    struct hg_worker *worker;
+    struct hg_wcfg *wcfg;
+    const struct hg_listener_conf *conf;
+    uint16_t port;
+};
+
+/* A worker's view of one config, alive while its connections are. */
+struct hg_wcfg {
+    struct hg_wcfg *next;
+    struct hg_config *cfg; /* a reference */
+    uint64_t gen;
+    uint32_t nconns;
+    struct hg_wlisten *ls; /* registered only while current */
+    size_t nls;
+};
+
+enum hg_worker_cmd {
+    HG_WORKER_SWITCH = 1 << 0, /* adopt the daemon's published config */
+    HG_WORKER_CLOSE = 1 << 1,  /* stop accepting */
+    HG_WORKER_EXIT = 1 << 2,   /* close every connection and return */
+};
+
+struct hg_conn;
+
+struct hg_worker {
+    unsigned id;
+    pthread_t thread;
+    struct hg_daemon *daemon;
+    struct hg_loop loop;
+    struct hg_io cmd_io; /* eventfd */
+    atomic_uint cmds;    /* enum hg_worker_cmd bits */
+    atomic_uint_fast64_t gen_seen;
+
+    struct hg_wcfg *wcfg; /* current first, then older ones */
+    bool accepting;
+
+    struct hg_conn *conns; /* every open connection, for shutdown */
+    uint64_t next_id;
+    uint32_t rr; /* round robin over backend addresses */
+
+    void **bufs; /* free forwarding buffers */
+    uint32_t nbufs;
+
+    uint64_t sample_ms; /* refusal log sampling */
+    uint64_t suppressed;
+};
+
+/* Forwarding buffers come from a small per-worker pool. */
+#define HG_BUF_SIZE  (16 * 1024)
+#define HG_BUF_CACHE 64
+
+int hg_worker_start(struct hg_worker *w, struct hg_daemon *d, unsigned id);
+void hg_worker_post(struct hg_worker *w, enum hg_worker_cmd cmd);
+void hg_worker_join(struct hg_worker *w);
+
+void *hg_worker_buf_get(struct hg_worker *w);
+void hg_worker_buf_put(struct hg_worker *w, void *buf);
+
+/* Counts and, at most once a second, logs a refusal before routing. */
+void hg_worker_refused(struct hg_worker *w, const struct hg_listener_conf *l,
+                       int reason, const struct sockaddr *peer,
+                       const char *detail);
+
+/* A connection closed: the view it belonged to may be done. */
+void hg_worker_wcfg_release(struct hg_worker *w, struct hg_wcfg *wc);
+
+/* From hg_conn.c: take over an accepted socket / close all. */
+void hg_conn_accepted(struct hg_worker *w, struct hg_wlisten *wl, int fd,
+                      const struct sockaddr_storage *peer);
+void hg_conn_close_all(struct hg_worker *w);
+
+#endif
