@@ -27,15 +27,15 @@ static enum MHD_Result hg__handle(void *cls, struct MHD_Connection *conn,
                                   const char *url, const char *method,
                                   const char *version, const char *upload,
                                   size_t *upload_size, void **state);
-static enum MHD_Result hg__reply(struct MHD_Connection *conn,
-                                 unsigned status, const char *type,
-                                 char *body, size_t len, bool owned);
+static enum MHD_Result hg__reply(struct MHD_Connection *conn, unsigned status,
+                                 const char *type, char *body, size_t len,
+                                 bool owned);
 static void hg__printf(struct hg_text *t, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-static void hg__label(struct hg_text *t, const char *name,
-                      const char *value, bool first);
-static void hg__family(struct hg_text *t, const char *name,
-                       const char *type, const char *help);
+static void hg__label(struct hg_text *t, const char *name, const char *value,
+                      bool first);
+static void hg__family(struct hg_text *t, const char *name, const char *type,
+                       const char *help);
 static void hg__pairs(const struct hg_stats *s, void *arg);
 static void hg__pairs_total(const struct hg_stats *s, void *arg);
 static void hg__refused(const struct hg_stats *s, void *arg);
@@ -102,11 +102,10 @@ char *hg_admin_metrics(struct hg_daemon *d, size_t *len)
     hg__family(&t, "hubgate_config_reloads_total", "counter",
                "Reloads by result.");
     hg__printf(&t, "hubgate_config_reloads_total{result=\"ok\"} %llu\n",
-               (unsigned long long)hg_stats_get(
-                   &hg_global_stats.reloads_ok));
-    hg__printf(&t, "hubgate_config_reloads_total{result=\"failed\"} %llu\n",
-               (unsigned long long)hg_stats_get(
-                   &hg_global_stats.reloads_failed));
+               (unsigned long long)hg_stats_get(&hg_global_stats.reloads_ok));
+    hg__printf(
+        &t, "hubgate_config_reloads_total{result=\"failed\"} %llu\n",
+        (unsigned long long)hg_stats_get(&hg_global_stats.reloads_failed));
     if (t.failed) {
         free(t.s);
         return NULL;
@@ -123,8 +122,7 @@ static void hg__routes(struct hg_text *t, const struct hg_config *cfg)
     for (size_t i = 0; i < cfg->nroutes; i++) {
         hg__printf(t, "hubgate_backend_addresses");
         hg__label(t, "route", cfg->routes[i].name, true);
-        hg__printf(t, "} %zu\n",
-                   atomic_load(&cfg->routes[i].backend->naddrs));
+        hg__printf(t, "} %zu\n", atomic_load(&cfg->routes[i].backend->naddrs));
     }
     hg__family(t, "hubgate_backend_stale", "gauge",
                "1 while the last lookup failed and an older answer is used.");
@@ -139,9 +137,9 @@ static void hg__routes(struct hg_text *t, const struct hg_config *cfg)
     for (size_t i = 0; i < cfg->nroutes; i++) {
         hg__printf(t, "hubgate_resolver_failures_total");
         hg__label(t, "route", cfg->routes[i].name, true);
-        hg__printf(t, "} %llu\n",
-                   (unsigned long long)atomic_load(
-                       &cfg->routes[i].backend->failures));
+        hg__printf(
+            t, "} %llu\n",
+            (unsigned long long)atomic_load(&cfg->routes[i].backend->failures));
     }
 }
 
@@ -192,15 +190,15 @@ static void hg__bytes(const struct hg_stats *s, void *arg)
     }
 }
 
-static void hg__family(struct hg_text *t, const char *name,
-                       const char *type, const char *help)
+static void hg__family(struct hg_text *t, const char *name, const char *type,
+                       const char *help)
 {
     hg__printf(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* Appends name="value" with the exposition format's escapes. */
-static void hg__label(struct hg_text *t, const char *name,
-                      const char *value, bool first)
+static void hg__label(struct hg_text *t, const char *name, const char *value,
+                      bool first)
 {
     hg__printf(t, "%s%s=\"", first ? "{" : ",", name);
     for (const char *p = value; *p; p++) {
@@ -265,16 +263,15 @@ static enum MHD_Result hg__handle(void *cls, struct MHD_Connection *conn,
         if (body == NULL)
             return MHD_NO;
         return hg__reply(conn, MHD_HTTP_OK,
-                         "text/plain; version=0.0.4; charset=utf-8", body,
-                         len, true);
+                         "text/plain; version=0.0.4; charset=utf-8", body, len,
+                         true);
     }
-    return hg__reply(conn, MHD_HTTP_NOT_FOUND, text, "not found\n", 10,
-                     false);
+    return hg__reply(conn, MHD_HTTP_NOT_FOUND, text, "not found\n", 10, false);
 }
 
-static enum MHD_Result hg__reply(struct MHD_Connection *conn,
-                                 unsigned status, const char *type,
-                                 char *body, size_t len, bool owned)
+static enum MHD_Result hg__reply(struct MHD_Connection *conn, unsigned status,
+                                 const char *type, char *body, size_t len,
+                                 bool owned)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(
         len, body, owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);

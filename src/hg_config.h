@@ -54,8 +54,8 @@ struct hg_route_conf {
     char *name;
     char **sni; /* as written */
     size_t nsni;
-    char *backend_host; /* DNS name or literal IP, without port or [] */
-    uint16_t backend_port; /* 0: the port the client connected to */
+    char *backend_host;        /* DNS name or literal IP, without port or [] */
+    uint16_t backend_port;     /* 0: the port the client connected to */
     struct hg_cidr_set *allow; /* NULL: every address */
 
     /* runtime */
@@ -117,8 +117,7 @@ struct hg_config *hg_config_load(const char *path, hg_config_error_cb on_error,
  * For tests and the fuzzer.
  */
 struct hg_config *hg_config_load_buffer(const char *name, const char *text,
-                                        size_t len,
-                                        hg_config_error_cb on_error,
+                                        size_t len, hg_config_error_cb on_error,
                                         void *arg);
 
 /* Takes a reference. */

@@ -49,12 +49,12 @@ enum {
 
 /* One direction of a tunnel. */
 struct hg_flow {
-    uint8_t *buf;  /* bytes in flight, or NULL */
-    uint32_t off;  /* first byte not yet written */
-    uint32_t len;  /* bytes in buf */
-    bool heap;     /* buf is the hello buffer (malloc), not pooled */
-    bool eof;      /* the source sent FIN */
-    bool shut;     /* FIN passed on to the destination */
+    uint8_t *buf; /* bytes in flight, or NULL */
+    uint32_t off; /* first byte not yet written */
+    uint32_t len; /* bytes in buf */
+    bool heap;    /* buf is the hello buffer (malloc), not pooled */
+    bool eof;     /* the source sent FIN */
+    bool shut;    /* FIN passed on to the destination */
 };
 
 union hg_addr {
@@ -158,8 +158,8 @@ void hg_conn_accepted(struct hg_worker *w, struct hg_wlisten *wl, int fd,
     w->conns = c;
 
     hg_net_tune(fd, (unsigned)(cfg->tcp_keepalive_ms / 1000));
-    int rc = hg_io_add(&w->loop, &c->cio,
-                       EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+    int rc =
+        hg_io_add(&w->loop, &c->cio, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
     if (rc < 0) {
         hg__refuse(c, HG_REFUSE_NO_MEMORY, strerror(-rc));
         return;
@@ -178,8 +178,7 @@ void hg_conn_close_all(struct hg_worker *w)
         if (c->state == HG_CONN_HELLO)
             hg__refuse(c, HG_REFUSE_SHUTDOWN, NULL);
         else
-            hg__close(c, c->state == HG_CONN_FORWARD ? "PD" : "PC",
-                      "shutdown");
+            hg__close(c, c->state == HG_CONN_FORWARD ? "PD" : "PC", "shutdown");
     }
 }
 
@@ -273,8 +272,8 @@ static void hg__hello_read(struct hg_conn *c)
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            hg__refuse(c, HG_REFUSE_CLIENT_GONE, n < 0 ? strerror(errno)
-                                                       : NULL);
+            hg__refuse(c, HG_REFUSE_CLIENT_GONE,
+                       n < 0 ? strerror(errno) : NULL);
             return;
         }
         c->hlen += (uint32_t)n;
@@ -312,8 +311,7 @@ static void hg__hello_done(struct hg_conn *c, enum hg_hello_rc rc)
     }
     if (rc == HG_HELLO_ERROR) {
         bool big = h->reason && strcmp(h->reason, "too_big") == 0;
-        hg__refuse(c, big ? HG_REFUSE_TOO_BIG : HG_REFUSE_BAD_HELLO,
-                   h->reason);
+        hg__refuse(c, big ? HG_REFUSE_TOO_BIG : HG_REFUSE_BAD_HELLO, h->reason);
         return;
     }
     if (h->has_sni && (c->sni = strdup(h->sni)) == NULL) {
@@ -651,8 +649,7 @@ static void hg__access_log(struct hg_conn *c, const char *term,
     uint64_t now = c->w->loop.now;
     char id[24], client[HG_ADDRSTRLEN], backend[HG_ADDRSTRLEN];
     char up[24], down[24], dur[24], hello[24], conn[24];
-    snprintf(id, sizeof(id), "%u-%llu", c->w->id,
-             (unsigned long long)c->id);
+    snprintf(id, sizeof(id), "%u-%llu", c->w->id, (unsigned long long)c->id);
     hg_net_format(&c->peer.sa, client, sizeof(client));
     if (c->t_connected || c->attempt)
         hg_net_format(&c->backend.sa, backend, sizeof(backend));
@@ -660,8 +657,7 @@ static void hg__access_log(struct hg_conn *c, const char *term,
         snprintf(backend, sizeof(backend), "-");
     snprintf(up, sizeof(up), "%llu", (unsigned long long)c->bytes[0]);
     snprintf(down, sizeof(down), "%llu", (unsigned long long)c->bytes[1]);
-    snprintf(dur, sizeof(dur), "%llu",
-             (unsigned long long)(now - c->t_accept));
+    snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(now - c->t_accept));
     snprintf(hello, sizeof(hello), "%llu",
              (unsigned long long)(c->t_routed - c->t_accept));
     snprintf(conn, sizeof(conn), "%lld",

@@ -141,8 +141,7 @@ static int hg__setup(struct hg_daemon *d, struct hg_config *cfg)
     if (hg__activate(d, cfg, 1) < 0)
         return -1;
     atomic_store(&d->gen, 1);
-    size_t missing = hg_resolver_wait_initial(d->resolver,
-                                              HG_FIRST_RESOLVE_MS);
+    size_t missing = hg_resolver_wait_initial(d->resolver, HG_FIRST_RESOLVE_MS);
     if (missing > 0)
         hg_log_warn("%zu backend names have no address yet; still trying",
                     missing);
@@ -219,8 +218,8 @@ static int hg__activate_routes(struct hg_daemon *d, struct hg_config *cfg)
         return -1;
     for (size_t l = 0; l < cfg->nlisteners; l++)
         for (size_t r = 0; r < cfg->nroutes; r++) {
-            struct hg_stats *s = hg_stats_pair(cfg->listeners[l].name,
-                                               cfg->routes[r].name);
+            struct hg_stats *s =
+                hg_stats_pair(cfg->listeners[l].name, cfg->routes[r].name);
             if (s == NULL)
                 return -1;
             cfg->pair_stats[l * cfg->nroutes + r] = s;
@@ -240,9 +239,8 @@ static void hg__runtime_free(struct hg_config *cfg)
  * The socket set for a bind address: the one already open, or a new one
  * with a socket per worker. Returns NULL (logged) when it cannot bind.
  */
-static struct hg_listen_sock *hg__sock_get(struct hg_daemon *d,
-                                           const struct hg_sockaddr *a,
-                                           unsigned defer_s)
+static struct hg_listen_sock *
+hg__sock_get(struct hg_daemon *d, const struct hg_sockaddr *a, unsigned defer_s)
 {
     for (struct hg_listen_sock *s = d->socks; s != NULL; s = s->next)
         if (s->addr_len == a->addr_len &&
@@ -336,8 +334,8 @@ static uint64_t hg__min_gen_seen(struct hg_daemon *d)
 /* Drops retired configs that every worker has moved past. */
 static void hg__retire_cb(struct hg_loop *loop, struct hg_timer *timer)
 {
-    struct hg_daemon *d = hg_container_of(timer, struct hg_daemon,
-                                          retire_timer);
+    struct hg_daemon *d =
+        hg_container_of(timer, struct hg_daemon, retire_timer);
     uint64_t seen = hg__min_gen_seen(d);
     struct hg_retired **p = &d->retired;
     while (*p != NULL) {
@@ -364,8 +362,7 @@ static void hg__reload(struct hg_daemon *d)
 {
     const char *reason = NULL;
     hg_log_info("reloading %s", d->config_path);
-    struct hg_config *cfg = hg_config_load(d->config_path, hg__log_error,
-                                           NULL);
+    struct hg_config *cfg = hg_config_load(d->config_path, hg__log_error, NULL);
     if (cfg == NULL)
         goto failed;
     if (cfg->workers != d->cfg->workers)

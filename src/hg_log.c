@@ -35,8 +35,7 @@ void hg_log_configure(enum hg_log_level level, enum hg_log_format format)
 
 bool hg_log_enabled(enum hg_log_level level)
 {
-    return (int)level <= atomic_load_explicit(&hg__level,
-                                              memory_order_relaxed);
+    return (int)level <= atomic_load_explicit(&hg__level, memory_order_relaxed);
 }
 
 int hg_log_level_parse(const char *name)
@@ -78,16 +77,14 @@ void hg_log_fields(enum hg_log_level level, const char *event,
     size_t size = sizeof(line) - 2;
     size_t n = hg__prefix(line, size, level);
     bool json = atomic_load(&hg__format) == HG_LOG_JSON;
-    n = hg__add(line, size, n, json ? "\"event\":\"%s\"" : "%s",
-                  event);
+    n = hg__add(line, size, n, json ? "\"event\":\"%s\"" : "%s", event);
     for (const struct hg_log_field *f = fields; f->key != NULL && n < size;
          f++) {
         if (!json) {
             n = hg__add(line, size, n, " %s=%s", f->key, f->value);
             continue;
         }
-        n = hg__add(line, size, n, ",\"%s\":%s", f->key,
-                      f->quote ? "\"" : "");
+        n = hg__add(line, size, n, ",\"%s\":%s", f->key, f->quote ? "\"" : "");
         n += hg__json_escape(line + n, size - n, f->value);
         if (f->quote && n < size)
             line[n++] = '"';
@@ -117,8 +114,8 @@ static size_t hg__prefix(char *line, size_t size, enum hg_log_level level)
     char ts[40];
     hg__stamp(ts, sizeof(ts));
     if (atomic_load(&hg__format) == HG_LOG_JSON)
-        return hg__add(line, size, 0, "{\"ts\":\"%s\",\"level\":\"%s\",",
-                       ts, hg__level_names[level]);
+        return hg__add(line, size, 0, "{\"ts\":\"%s\",\"level\":\"%s\",", ts,
+                       hg__level_names[level]);
     return hg__add(line, size, 0, "%s %-5s ", ts, hg__level_names[level]);
 }
 

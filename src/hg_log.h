@@ -38,10 +38,10 @@ int hg_log_level_parse(const char *name);
 #define hg_log_error(...) hg_log(HG_LOG_ERROR, __VA_ARGS__)
 #define hg_log_warn(...)  hg_log(HG_LOG_WARN, __VA_ARGS__)
 #define hg_log_info(...)  hg_log(HG_LOG_INFO, __VA_ARGS__)
-#define hg_log_debug(...)                                                    \
-    do {                                                                     \
-        if (hg_log_enabled(HG_LOG_DEBUG))                                    \
-            hg_log(HG_LOG_DEBUG, __VA_ARGS__);                               \
+#define hg_log_debug(...)                                                      \
+    do {                                                                       \
+        if (hg_log_enabled(HG_LOG_DEBUG))                                      \
+            hg_log(HG_LOG_DEBUG, __VA_ARGS__);                                 \
     } while (0)
 
 #endif

@@ -131,8 +131,7 @@ void hg_timer_stop(struct hg_loop *loop, struct hg_timer *timer)
     hg__heap_down(loop, loop->heap[i]->slot - 1);
 }
 
-void hg_loop_defer(struct hg_loop *loop, struct hg_defer *defer,
-                   hg_defer_cb cb)
+void hg_loop_defer(struct hg_loop *loop, struct hg_defer *defer, hg_defer_cb cb)
 {
     defer->cb = cb;
     defer->next = loop->deferred;

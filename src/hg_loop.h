@@ -15,8 +15,8 @@
 #include <stdint.h>
 #include <sys/epoll.h>
 
-#define hg_container_of(ptr, type, member)                                   \
-    ((type *)((char *)(ptr) - offsetof(type, member)))
+#define hg_container_of(ptr, type, member)                                     \
+    ((type *)((char *)(ptr)-offsetof(type, member)))
 
 struct hg_loop;
 struct hg_io;
@@ -34,8 +34,8 @@ struct hg_io {
 };
 
 struct hg_timer {
-    uint64_t when;  /* monotonic ms */
-    uint32_t slot;  /* heap index + 1; 0 while not armed */
+    uint64_t when; /* monotonic ms */
+    uint32_t slot; /* heap index + 1; 0 while not armed */
     hg_timer_cb cb;
 };
 

@@ -20,11 +20,10 @@
 #define HG_SAMPLE_MS       1000
 
 static void *hg__main(void *arg);
-static void hg__cmd_cb(struct hg_loop *loop, struct hg_io *io,
-                       uint32_t events);
+static void hg__cmd_cb(struct hg_loop *loop, struct hg_io *io, uint32_t events);
 static void hg__switch(struct hg_worker *w);
-static struct hg_wcfg *hg__wcfg_new(struct hg_worker *w,
-                                    struct hg_config *cfg, uint64_t gen);
+static struct hg_wcfg *hg__wcfg_new(struct hg_worker *w, struct hg_config *cfg,
+                                    uint64_t gen);
 static void hg__wcfg_free(struct hg_wcfg *wc);
 static void hg__listen_all(struct hg_worker *w, struct hg_wcfg *wc);
 static void hg__unlisten_all(struct hg_worker *w, struct hg_wcfg *wc);
@@ -166,8 +165,7 @@ static void *hg__main(void *arg)
     return NULL;
 }
 
-static void hg__cmd_cb(struct hg_loop *loop, struct hg_io *io,
-                       uint32_t events)
+static void hg__cmd_cb(struct hg_loop *loop, struct hg_io *io, uint32_t events)
 {
     struct hg_worker *w = hg_container_of(io, struct hg_worker, cmd_io);
     uint64_t count;
@@ -220,8 +218,8 @@ static void hg__switch(struct hg_worker *w)
 }
 
 /* A view of cfg with one registration slot per bound address. */
-static struct hg_wcfg *hg__wcfg_new(struct hg_worker *w,
-                                    struct hg_config *cfg, uint64_t gen)
+static struct hg_wcfg *hg__wcfg_new(struct hg_worker *w, struct hg_config *cfg,
+                                    uint64_t gen)
 {
     size_t n = 0;
     for (size_t i = 0; i < cfg->nlisteners; i++)

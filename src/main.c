@@ -10,12 +10,11 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: hubgate -c FILE        run in the foreground\n"
-            "       hubgate -t -c FILE     check FILE and exit\n"
-            "       hubgate --version\n"
-            "\n"
-            "Signals: SIGHUP reloads FILE; SIGTERM or SIGINT stop.\n");
+    fprintf(out, "usage: hubgate -c FILE        run in the foreground\n"
+                 "       hubgate -t -c FILE     check FILE and exit\n"
+                 "       hubgate --version\n"
+                 "\n"
+                 "Signals: SIGHUP reloads FILE; SIGTERM or SIGINT stop.\n");
 }
 
 int main(int argc, char **argv)
