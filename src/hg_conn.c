@@ -170,16 +170,31 @@ void hg_conn_accepted(struct hg_worker *w, struct hg_wlisten *wl, int fd,
     hg__hello_read(c);
 }
 
+/* Closes the first open connection, as the gateway stops. */
+void hg_conn_close_one(struct hg_worker *w)
+{
+    struct hg_conn *c = w->conns;
+    if (c == NULL)
+        return;
+    if (c->state == HG_CONN_HELLO)
+        hg__refuse(c, HG_REFUSE_SHUTDOWN, NULL);
+    else
+        hg__close(c, c->state == HG_CONN_FORWARD ? "PD" : "PC", "shutdown");
+}
+
 /* Closes every connection of the worker (the gateway is stopping). */
 void hg_conn_close_all(struct hg_worker *w)
 {
-    while (w->conns != NULL) {
-        struct hg_conn *c = w->conns;
-        if (c->state == HG_CONN_HELLO)
-            hg__refuse(c, HG_REFUSE_SHUTDOWN, NULL);
-        else
-            hg__close(c, c->state == HG_CONN_FORWARD ? "PD" : "PC", "shutdown");
-    }
+    while (w->conns != NULL)
+        hg_conn_close_one(w);
+}
+
+uint32_t hg_conn_count(const struct hg_worker *w)
+{
+    uint32_t n = 0;
+    for (const struct hg_conn *c = w->conns; c != NULL; c = c->next)
+        n++;
+    return n;
 }
 
 static void hg__client_cb(struct hg_loop *loop, struct hg_io *io,

@@ -52,6 +52,9 @@ static void hg__reload(struct hg_daemon *d);
 static void hg__signal_cb(struct hg_loop *loop, struct hg_io *io,
                           uint32_t events);
 static void hg__shutdown(struct hg_daemon *d);
+static void hg__stop_cb(struct hg_loop *loop, struct hg_timer *timer);
+static bool hg__all_drained(struct hg_daemon *d);
+static void hg__exit(struct hg_daemon *d);
 static int hg__signals_open(struct hg_daemon *d);
 static void hg__raise_nofile(void);
 static unsigned hg__ncpu(void);
@@ -405,14 +408,60 @@ static void hg__signal_cb(struct hg_loop *loop, struct hg_io *io,
 }
 
 /*
- * SIGTERM/SIGINT: report not ready, stop accepting, close what is open and
- * exit.
+ * SIGTERM/SIGINT: report not ready at once but go on accepting for
+ * shutdown.ready_delay, so the load balancer's probe sees it and sends new
+ * devices elsewhere; then stop accepting and close the open connections
+ * spread over shutdown.drain. A second signal exits at once.
  */
 static void hg__shutdown(struct hg_daemon *d)
 {
+    if (atomic_load(&d->draining)) {
+        hg_log_info("second stop signal: closing everything now");
+        hg__exit(d);
+        return;
+    }
     atomic_store(&d->ready, false);
     atomic_store(&d->draining, true);
-    hg_log_info("stopping: not ready, no longer accepting");
+    hg_log_info("stopping: not ready; accepting for %llu ms more, then "
+                "closing connections over %llu ms",
+                (unsigned long long)d->cfg->shutdown_ready_ms,
+                (unsigned long long)d->cfg->shutdown_drain_ms);
+    d->stop_timer.cb = hg__stop_cb;
+    hg_timer_start(&d->loop, &d->stop_timer, d->cfg->shutdown_ready_ms);
+}
+
+#define HG_STOP_POLL_MS  20
+#define HG_STOP_GRACE_MS 2000
+
+static void hg__stop_cb(struct hg_loop *loop, struct hg_timer *timer)
+{
+    struct hg_daemon *d = hg_container_of(timer, struct hg_daemon, stop_timer);
+    if (!d->stop_draining) {
+        d->stop_draining = true;
+        d->stop_deadline =
+            loop->now + d->cfg->shutdown_drain_ms + HG_STOP_GRACE_MS;
+        hg_log_info("no longer accepting; draining connections");
+        for (unsigned i = 0; i < d->nworkers; i++)
+            hg_worker_post(&d->workers[i], HG_WORKER_CLOSE | HG_WORKER_DRAIN);
+    } else if (hg__all_drained(d) || loop->now >= d->stop_deadline) {
+        hg__exit(d);
+        return;
+    }
+    hg_timer_start(loop, timer, HG_STOP_POLL_MS);
+}
+
+static bool hg__all_drained(struct hg_daemon *d)
+{
+    for (unsigned i = 0; i < d->nworkers; i++)
+        if (!atomic_load(&d->workers[i].drained))
+            return false;
+    return true;
+}
+
+static void hg__exit(struct hg_daemon *d)
+{
+    atomic_store(&d->ready, false);
+    hg_timer_stop(&d->loop, &d->stop_timer);
     for (unsigned i = 0; i < d->nworkers; i++)
         hg_worker_post(&d->workers[i], HG_WORKER_EXIT);
     hg_loop_stop(&d->loop);
@@ -457,9 +506,9 @@ static unsigned hg__ncpu(void)
 
 static void hg__teardown(struct hg_daemon *d)
 {
-    for (unsigned i = 0; i < d->nworkers; i++)
+    for (unsigned i = 0; d->workers && i < d->nworkers; i++)
         hg_worker_post(&d->workers[i], HG_WORKER_EXIT);
-    for (unsigned i = 0; i < d->nworkers; i++)
+    for (unsigned i = 0; d->workers && i < d->nworkers; i++)
         hg_worker_join(&d->workers[i]);
     free(d->workers);
     hg_admin_stop(d->admin);

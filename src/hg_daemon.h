@@ -43,7 +43,9 @@ struct hg_daemon {
     int sigfd;
     struct hg_io sig_io;
     struct hg_timer retire_timer;
-    struct hg_timer exit_timer;
+    struct hg_timer stop_timer; /* steps of the shutdown */
+    uint64_t stop_deadline;
+    bool stop_draining; /* workers were told to drain */
 };
 
 /* Runs the gateway with the config at path; returns the exit status. */

@@ -33,6 +33,8 @@ static bool hg__accept_one(struct hg_worker *w, struct hg_wlisten *wl);
 static void hg__accept_pause(struct hg_worker *w, struct hg_wlisten *wl,
                              int err);
 static void hg__resume_cb(struct hg_loop *loop, struct hg_timer *timer);
+static void hg__drain_start(struct hg_worker *w);
+static void hg__drain_cb(struct hg_loop *loop, struct hg_timer *timer);
 
 /*
  * Creates the worker's loop and command eventfd and starts its thread.
@@ -153,6 +155,7 @@ static void *hg__main(void *arg)
     pthread_setname_np(pthread_self(), name);
     urcu_memb_register_thread();
     hg_loop_run(&w->loop);
+    hg_timer_stop(&w->loop, &w->drain);
     hg_conn_close_all(w);
     hg_loop_run_once(&w->loop, 0); /* frees the closed connections */
     while (w->wcfg != NULL) {
@@ -179,8 +182,46 @@ static void hg__cmd_cb(struct hg_loop *loop, struct hg_io *io, uint32_t events)
         if (w->wcfg)
             hg__unlisten_all(w, w->wcfg);
     }
+    if (cmds & HG_WORKER_DRAIN)
+        hg__drain_start(w);
     if (cmds & HG_WORKER_EXIT)
         hg_loop_stop(loop);
+}
+
+/*
+ * Closing every tunnel at once would send every device back through the
+ * load balancer at once; spreading the closes over the window paces the
+ * reconnects toward the other gateways and the hub.
+ */
+static void hg__drain_start(struct hg_worker *w)
+{
+    w->drain_start = w->loop.now;
+    w->drain_ms = w->wcfg ? w->wcfg->cfg->shutdown_drain_ms : 0;
+    w->drain_total = hg_conn_count(w);
+    w->drain_closed = 0;
+    w->drain.cb = hg__drain_cb;
+    hg__drain_cb(&w->loop, &w->drain);
+}
+
+#define HG_DRAIN_TICK_MS 20
+
+static void hg__drain_cb(struct hg_loop *loop, struct hg_timer *timer)
+{
+    struct hg_worker *w = hg_container_of(timer, struct hg_worker, drain);
+    uint64_t elapsed = loop->now - w->drain_start;
+    uint64_t due = w->drain_total;
+    if (elapsed < w->drain_ms)
+        due = due * elapsed / w->drain_ms;
+    while (w->conns != NULL && w->drain_closed < due) {
+        hg_conn_close_one(w);
+        w->drain_closed++;
+    }
+    if (w->conns == NULL || elapsed >= w->drain_ms) {
+        hg_conn_close_all(w);
+        atomic_store(&w->drained, true);
+        return;
+    }
+    hg_timer_start(loop, timer, HG_DRAIN_TICK_MS);
 }
 
 /*

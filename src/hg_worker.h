@@ -56,6 +56,7 @@ enum hg_worker_cmd {
     HG_WORKER_SWITCH = 1 << 0, /* adopt the daemon's published config */
     HG_WORKER_CLOSE = 1 << 1,  /* stop accepting */
     HG_WORKER_EXIT = 1 << 2,   /* close every connection and return */
+    HG_WORKER_DRAIN = 1 << 3,  /* close connections over the drain window */
 };
 
 struct hg_conn;
@@ -78,6 +79,11 @@ struct hg_worker {
 
     void **bufs; /* free forwarding buffers */
     uint32_t nbufs;
+
+    struct hg_timer drain; /* closes connections a few at a time */
+    uint64_t drain_start, drain_ms;
+    uint32_t drain_total, drain_closed;
+    atomic_bool drained; /* no connection left after a drain */
 
     uint64_t sample_ms; /* refusal log sampling */
     uint64_t suppressed;
@@ -106,5 +112,9 @@ void hg_worker_wcfg_release(struct hg_worker *w, struct hg_wcfg *wc);
 void hg_conn_accepted(struct hg_worker *w, struct hg_wlisten *wl, int fd,
                       const struct sockaddr_storage *peer);
 void hg_conn_close_all(struct hg_worker *w);
+/* Closes the first open connection, as the gateway stops. */
+void hg_conn_close_one(struct hg_worker *w);
+/* The number of open connections (walks the list). */
+uint32_t hg_conn_count(const struct hg_worker *w);
 
 #endif
