@@ -78,7 +78,16 @@ struct hg_config {
     uint64_t tcp_keepalive_ms;   /* 0: off */
     size_t max_hello;            /* bytes */
 
-    char **resolver_servers; /* "host:port" as written; none: resolv.conf */
+    /*
+     * SIGTERM: /readyz answers 503 while accepting goes on for
+     * shutdown_ready_ms (the load balancer's probe notices), then the open
+     * connections are closed spread over shutdown_drain_ms.
+     */
+    uint64_t shutdown_ready_ms;
+    uint64_t shutdown_drain_ms;
+
+    char **resolver_servers; /* "IP", "IP:port" or "[v6]:port" as written
+                                (checked); none: resolv.conf */
     size_t nresolver_servers;
     uint64_t resolver_min_ttl_ms;
     uint64_t resolver_max_ttl_ms;
