@@ -335,6 +335,12 @@ routes:
     sni: ["$hub"]
     backend: $private_name
 default_route: none
+# Behind a load balancer, keep accepting a while after SIGTERM so that its
+# probe notices, then close tunnels spread over a window; the demo has no
+# load balancer, so it stops at once.
+shutdown:
+  ready_delay: 0s
+  drain: 1s
 EOF
 indent <"$tmp/hubgate.yaml"
 if out=$("$hubgate" -t -c "$tmp/hubgate.yaml" 2>&1); then

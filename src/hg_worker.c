@@ -209,9 +209,9 @@ static void hg__drain_cb(struct hg_loop *loop, struct hg_timer *timer)
 {
     struct hg_worker *w = hg_container_of(timer, struct hg_worker, drain);
     uint64_t elapsed = loop->now - w->drain_start;
-    uint64_t due = w->drain_total;
+    uint64_t due = w->drain_total; /* the i-th closes at i/total of it */
     if (elapsed < w->drain_ms)
-        due = due * elapsed / w->drain_ms;
+        due = (due * elapsed + w->drain_ms - 1) / w->drain_ms;
     while (w->conns != NULL && w->drain_closed < due) {
         hg_conn_close_one(w);
         w->drain_closed++;

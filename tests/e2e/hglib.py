@@ -1162,6 +1162,15 @@ def parse_prometheus(text):
 # hubgate itself
 # --------------------------------------------------------------------------
 
+def _quick_shutdown(yaml_text):
+    """Tests stop hubgate often: unless a test sets its own, no ready delay
+    and no drain window (the defaults suit a load balancer, not a test)."""
+    if re.search(r"^shutdown:", yaml_text, re.M):
+        return yaml_text
+    return (yaml_text.rstrip("\n") +
+            "\nshutdown:\n  ready_delay: 0s\n  drain: 0s\n")
+
+
 def _admin_listen(yaml_text):
     m = re.search(r"^admin:\s*\n(?:[ \t]+.*\n)*?[ \t]+listen:\s*"
                   r"[\"']?([^\s\"'#]+)", yaml_text + "\n", re.M)
@@ -1193,6 +1202,7 @@ class Hubgate:
         if not os.access(self.binary, os.X_OK):
             raise Skip(f"no hubgate binary at {self.binary} (set HUBGATE)")
         self.netns = netns
+        yaml_text = _quick_shutdown(yaml_text)
         if _admin_listen(yaml_text) is None:
             port = free_port(netns=netns)
             yaml_text = (yaml_text.rstrip("\n") +
@@ -1262,6 +1272,7 @@ class Hubgate:
         waits for that regex to appear in the log after the signal."""
         since = len(self.stderr())
         if yaml_text is not None:
+            yaml_text = _quick_shutdown(yaml_text)
             self.yaml = yaml_text
             write_file(self.config_path + ".new", yaml_text)
             os.replace(self.config_path + ".new", self.config_path)
