@@ -41,6 +41,9 @@ static void hg__pairs_total(const struct hg_stats *s, void *arg);
 static void hg__refused(const struct hg_stats *s, void *arg);
 static void hg__bytes(const struct hg_stats *s, void *arg);
 static void hg__routes(struct hg_text *t, const struct hg_config *cfg);
+static void hg__sample(struct hg_text *t, const char *name, const char *k1,
+                       const char *v1, const char *k2, const char *v2,
+                       uint64_t value);
 
 struct hg_admin *hg_admin_start(struct hg_daemon *d,
                                 const struct hg_sockaddr *addr,
@@ -119,61 +122,43 @@ static void hg__routes(struct hg_text *t, const struct hg_config *cfg)
 {
     hg__family(t, "hubgate_backend_addresses", "gauge",
                "Addresses the route's backend name resolves to now.");
-    for (size_t i = 0; i < cfg->nroutes; i++) {
-        hg__printf(t, "hubgate_backend_addresses");
-        hg__label(t, "route", cfg->routes[i].name, true);
-        hg__printf(t, "} %zu\n", atomic_load(&cfg->routes[i].backend->naddrs));
-    }
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        hg__sample(t, "hubgate_backend_addresses", "route", cfg->routes[i].name,
+                   NULL, NULL, atomic_load(&cfg->routes[i].backend->naddrs));
     hg__family(t, "hubgate_backend_stale", "gauge",
                "1 while the last lookup failed and an older answer is used.");
-    for (size_t i = 0; i < cfg->nroutes; i++) {
-        hg__printf(t, "hubgate_backend_stale");
-        hg__label(t, "route", cfg->routes[i].name, true);
-        hg__printf(t, "} %d\n",
-                   atomic_load(&cfg->routes[i].backend->stale) ? 1 : 0);
-    }
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        hg__sample(t, "hubgate_backend_stale", "route", cfg->routes[i].name,
+                   NULL, NULL, atomic_load(&cfg->routes[i].backend->stale));
     hg__family(t, "hubgate_resolver_failures_total", "counter",
                "Failed lookups of the route's backend name.");
-    for (size_t i = 0; i < cfg->nroutes; i++) {
-        hg__printf(t, "hubgate_resolver_failures_total");
-        hg__label(t, "route", cfg->routes[i].name, true);
-        hg__printf(
-            t, "} %llu\n",
-            (unsigned long long)atomic_load(&cfg->routes[i].backend->failures));
-    }
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        hg__sample(t, "hubgate_resolver_failures_total", "route",
+                   cfg->routes[i].name, NULL, NULL,
+                   atomic_load(&cfg->routes[i].backend->failures));
 }
 
 static void hg__pairs(const struct hg_stats *s, void *arg)
 {
-    if (s->kind != HG_STATS_PAIR)
-        return;
-    hg__printf(arg, "hubgate_connections_active");
-    hg__label(arg, "listener", s->listener, true);
-    hg__label(arg, "route", s->route, false);
-    hg__printf(arg, "} %llu\n", (unsigned long long)hg_stats_get(&s->active));
+    if (s->kind == HG_STATS_PAIR)
+        hg__sample(arg, "hubgate_connections_active", "listener", s->listener,
+                   "route", s->route, hg_stats_get(&s->active));
 }
 
 static void hg__pairs_total(const struct hg_stats *s, void *arg)
 {
-    if (s->kind != HG_STATS_PAIR)
-        return;
-    hg__printf(arg, "hubgate_connections_total");
-    hg__label(arg, "listener", s->listener, true);
-    hg__label(arg, "route", s->route, false);
-    hg__printf(arg, "} %llu\n", (unsigned long long)hg_stats_get(&s->total));
+    if (s->kind == HG_STATS_PAIR)
+        hg__sample(arg, "hubgate_connections_total", "listener", s->listener,
+                   "route", s->route, hg_stats_get(&s->total));
 }
 
 static void hg__refused(const struct hg_stats *s, void *arg)
 {
     if (s->kind != HG_STATS_LISTENER)
         return;
-    for (int r = 0; r < HG_REFUSE_MAX; r++) {
-        hg__printf(arg, "hubgate_refused_total");
-        hg__label(arg, "listener", s->listener, true);
-        hg__label(arg, "reason", hg_refuse_name(r), false);
-        hg__printf(arg, "} %llu\n",
-                   (unsigned long long)hg_stats_get(&s->refused[r]));
-    }
+    for (int r = 0; r < HG_REFUSE_MAX; r++)
+        hg__sample(arg, "hubgate_refused_total", "listener", s->listener,
+                   "reason", hg_refuse_name(r), hg_stats_get(&s->refused[r]));
 }
 
 static void hg__bytes(const struct hg_stats *s, void *arg)
@@ -181,13 +166,21 @@ static void hg__bytes(const struct hg_stats *s, void *arg)
     static const char *const dirs[] = {"up", "down"};
     if (s->kind != HG_STATS_ROUTE)
         return;
-    for (int i = 0; i < 2; i++) {
-        hg__printf(arg, "hubgate_bytes_total");
-        hg__label(arg, "route", s->route, true);
-        hg__label(arg, "direction", dirs[i], false);
-        hg__printf(arg, "} %llu\n",
-                   (unsigned long long)hg_stats_get(&s->bytes[i]));
-    }
+    for (int i = 0; i < 2; i++)
+        hg__sample(arg, "hubgate_bytes_total", "route", s->route, "direction",
+                   dirs[i], hg_stats_get(&s->bytes[i]));
+}
+
+/* One sample line with one or two labels (k2 NULL: one). */
+static void hg__sample(struct hg_text *t, const char *name, const char *k1,
+                       const char *v1, const char *k2, const char *v2,
+                       uint64_t value)
+{
+    hg__printf(t, "%s", name);
+    hg__label(t, k1, v1, true);
+    if (k2 != NULL)
+        hg__label(t, k2, v2, false);
+    hg__printf(t, "} %llu\n", (unsigned long long)value);
 }
 
 static void hg__family(struct hg_text *t, const char *name, const char *type,
