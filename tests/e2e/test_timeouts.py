@@ -1,0 +1,189 @@
+"""Timers of a tunnel and of the gateway's life: idle timeout, connect
+timeout with the next address tried, TCP keepalive on both sides, and the
+drain on SIGTERM (ready delay, then closes spread over the window)."""
+
+import re
+import selectors
+import socket
+import subprocess
+import time
+
+import hglib
+
+SNI = "hub.test"
+
+
+def hello():
+    return hglib.tls_records(hglib.client_hello(SNI))
+
+
+def gateway(backend, extra=""):
+    port = hglib.free_port()
+    return hglib.start_hubgate(f"""
+listeners:
+  - name: tls
+    bind: ["127.0.0.1:{port}"]
+routes:
+  - name: hub
+    sni: ["{SNI}"]
+    backend: "{backend}"
+{extra}
+""")
+
+
+def access_lines(gw):
+    return [l for l in gw.stderr().splitlines() if " access " in l]
+
+
+def field(line, key):
+    m = re.search(rf"\b{key}=(\S+)", line)
+    return m.group(1) if m else None
+
+
+def test_idle_timeout_closes_quiet_tunnel():
+    backend = hglib.CaptureServer(echo=True)
+    gw = gateway(backend.addr, "timeouts:\n  idle: 1s\n")
+    c = hglib.RawClient(gw.listen_addrs[0])
+    data = hello()
+    c.send_chunks([data])
+    assert c.recv_exactly(len(data)) == data
+    t0 = time.monotonic()
+    # Traffic resets the timer: keep talking for longer than the timeout.
+    for _ in range(4):
+        time.sleep(0.4)
+        c.send_chunks([b"ping"])
+        assert c.recv_exactly(4) == b"ping"
+    assert time.monotonic() - t0 > 1.5
+    assert not c.closed_by_peer(wait=0.1)
+    t1 = time.monotonic()
+    assert c.recv_until_closed(timeout=5) == b""
+    quiet = time.monotonic() - t1
+    assert 0.8 <= quiet <= 3.0, f"closed after {quiet:.2f} s of silence"
+    hglib.wait_until(lambda: access_lines(gw), what="access line")
+    line = access_lines(gw)[0]
+    assert field(line, "term") == "ID", line
+    assert field(line, "reason") == "idle_timeout", line
+    gw.stop()
+
+
+def full_backlog_listener():
+    """A listener whose accept queue is full, so new SYNs go unanswered:
+    a connect to it hangs until the caller's timeout."""
+    s = socket.socket()
+    s.bind(("127.0.0.11", 0))
+    s.listen(0)
+    port = s.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        f = socket.socket()
+        f.setblocking(False)
+        f.connect_ex(("127.0.0.11", port))
+        fillers.append(f)
+    time.sleep(0.2)
+    hglib.on_cleanup(lambda: [x.close() for x in fillers + [s]])
+    return port
+
+
+def test_connect_timeout_tries_next_address():
+    port = full_backlog_listener()
+    good = hglib.CaptureServer(host="127.0.0.12", port=port, echo=True)
+    dns = hglib.start_dnsmasq({"multi.test": ["127.0.0.11", "127.0.0.12"]},
+                              ttl=60)
+    gw = gateway(f"multi.test:{port}", f"""timeouts:
+  connect: 400ms
+resolver:
+  servers: ["{dns.server}"]
+""")
+    data = hello()
+    for _ in range(4):
+        got = hglib.tcp_exchange(gw.listen_addrs[0], [data], read=len(data))
+        assert got == data
+    assert len(good.connections) == 4
+    hglib.wait_until(lambda: len(access_lines(gw)) == 4, what="4 lines")
+    slow = [l for l in access_lines(gw) if int(field(l, "connect_ms")) >= 350]
+    # Each worker starts its first connection at the first address, the
+    # silent one: at least one connection waited out the connect timeout
+    # there, then reached the second address.
+    assert 1 <= len(slow) <= 3, access_lines(gw)
+    for line in access_lines(gw):
+        assert field(line, "backend") == f"127.0.0.12:{port}", line
+    gw.stop()
+
+
+def keepalive_timers(pid):
+    """The TCP sockets of pid with their timers, as ss shows them."""
+    out = subprocess.run(["ss", "-tnoHp", "state", "established"],
+                         capture_output=True, text=True, check=True).stdout
+    return [l for l in out.splitlines() if f"pid={pid}," in l]
+
+
+def test_keepalive_both_sides():
+    hglib.need_tool("ss")
+    backend = hglib.CaptureServer(echo=True)
+    gw = gateway(backend.addr, "tcp_keepalive: 7s\n")
+    c = hglib.RawClient(gw.listen_addrs[0])
+    data = hello()
+    c.send_chunks([data])
+    assert c.recv_exactly(len(data)) == data
+    lines = keepalive_timers(gw.proc.pid)
+    tunnel = [l for l in lines if "keepalive" in l]
+    # One socket toward the client, one toward the backend.
+    assert len(tunnel) == 2, lines
+    assert any(backend.addr in l for l in tunnel), tunnel
+    c.close()
+    gw.stop()
+
+
+def when_closed(clients, t0, timeout):
+    """Seconds after t0 at which each client saw its peer close."""
+    sel = selectors.DefaultSelector()
+    for c in clients:
+        sel.register(c.sock, selectors.EVENT_READ, c)
+    closed_at = []
+    deadline = time.monotonic() + timeout
+    while len(closed_at) < len(clients) and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=0.1):
+            try:
+                data = key.fileobj.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            assert data == b"", data
+            closed_at.append(time.monotonic() - t0)
+            sel.unregister(key.fileobj)
+    assert len(closed_at) == len(clients), closed_at
+    return closed_at
+
+
+def test_drain_on_sigterm():
+    backend = hglib.CaptureServer(echo=True)
+    gw = gateway(backend.addr, "shutdown:\n  ready_delay: 1s\n"
+                 "  drain: 2s\n")
+    data = hello()
+    clients = []
+    for _ in range(6):
+        c = hglib.RawClient(gw.listen_addrs[0])
+        c.send_chunks([data])
+        assert c.recv_exactly(len(data)) == data
+        clients.append(c)
+    t0 = time.monotonic()
+    gw.proc.send_signal(15)
+    hglib.wait_until(lambda: gw.readyz() == 503, timeout=1,
+                     what="readyz 503")
+    # Still accepting during the ready delay: the load balancer has not
+    # noticed yet, and devices it sends must not fail.
+    late = hglib.tcp_exchange(gw.listen_addrs[0], [data], read=len(data))
+    assert late == data
+    closed_at = when_closed(clients, t0, timeout=10)
+    assert gw.proc.wait(10) == 0
+    # None before the ready delay; spread over the drain window after it.
+    assert min(closed_at) >= 0.9, closed_at
+    assert max(closed_at) - min(closed_at) >= 1.0, closed_at
+    assert max(closed_at) <= 1.0 + 2.0 + 1.0, closed_at
+    terms = sorted(field(l, "term") for l in access_lines(gw))
+    # The six held tunnels were closed by the drain; the late one ended
+    # normally when its client closed.
+    assert terms == ["--"] + ["PD"] * 6, terms
+
+
+if __name__ == "__main__":
+    hglib.main(globals())
