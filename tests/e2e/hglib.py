@@ -1178,11 +1178,12 @@ def _admin_listen(yaml_text):
 
 
 def _listen_addrs(yaml_text):
+    """The bind addresses of the config, from flow lists of quoted strings
+    (bind: ["127.0.0.1:P", "[::1]:P"]) or a single quoted string."""
     addrs = []
-    for m in re.finditer(r"^[ \t]*-?[ \t]*bind:\s*\[([^\]]*)\]", yaml_text,
+    for m in re.finditer(r"^[ \t]*-?[ \t]*bind:[ \t]*(.*)$", yaml_text,
                          re.M):
-        addrs += [a.strip().strip("\"'") for a in m.group(1).split(",")
-                  if a.strip()]
+        addrs += re.findall(r"[\"']([^\"']+)[\"']", m.group(1))
     return addrs
 
 
