@@ -12,7 +12,12 @@ packages=(
     # tests and demo: the real servers and clients
     mosquitto mosquitto-clients dnsmasq-base nftables iproute2 openssl
     python3 procps psmisc valgrind curl coreutils
+    # benchmarks (make bench): the peers hubgate is measured against
+    haproxy nginx libnginx-mod-stream
 )
+# Daemons whose Debian packages start a system service on install; the
+# benchmarks start their own copies on free loopback ports and need none.
+services=(haproxy nginx)
 # Node.js and npm run the Azure IoT device SDK in the end-to-end tests and
 # the demo; a machine that already has them (from any source) keeps its own.
 command -v npm >/dev/null || packages+=(nodejs npm)
@@ -28,9 +33,31 @@ if ((${#missing[@]})); then
     sudo=""
     [[ $(id -u) -eq 0 ]] || sudo="sudo"
     export DEBIAN_FRONTEND=noninteractive
+    # Keep maintainer scripts from starting services (nginx would take port
+    # 80): invoke-rc.d and deb-systemd-invoke obey policy-rc.d's 101. A
+    # policy the machine already has is left alone.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=""
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+        $sudo chmod 755 "$policy"
+        own_policy=1
+        trap '$sudo rm -f "$policy"' EXIT
+    fi
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" \
         >/dev/null
+    [[ -z $own_policy ]] || { $sudo rm -f "$policy"; trap - EXIT; }
+    # A service installed just now must not run now or at the next boot.
+    for s in "${services[@]}"; do
+        [[ " ${missing[*]} " == *" $s "* ]] || continue
+        if [[ -d /run/systemd/system ]]; then
+            $sudo systemctl disable --now "$s" >/dev/null 2>&1 || true
+        elif [[ -x /etc/init.d/$s ]]; then
+            $sudo /etc/init.d/"$s" stop >/dev/null 2>&1 || true
+            $sudo update-rc.d "$s" disable >/dev/null 2>&1 || true
+        fi
+    done
 fi
 
 # The Debian mosquitto package may start a system broker on 1883; the tests
