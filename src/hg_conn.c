@@ -39,12 +39,19 @@ enum hg_conn_state {
     HG_CONN_CLOSED,
 };
 
-/* Readiness remembered between edge-triggered events. */
+/*
+ * Readiness remembered between edge-triggered events. A read shorter than
+ * asked for drained the socket, so readiness is dropped without another
+ * read that would only say EAGAIN: any new data is a new edge. After a
+ * hang-up the socket is read until it says EOF.
+ */
 enum {
     HG_CLIENT_RD = 1 << 0,
     HG_CLIENT_WR = 1 << 1,
     HG_SERVER_RD = 1 << 2,
     HG_SERVER_WR = 1 << 3,
+    HG_CLIENT_HUP = 1 << 4,
+    HG_SERVER_HUP = 1 << 5,
 };
 
 /* One direction of a tunnel. */
@@ -203,6 +210,8 @@ static void hg__client_cb(struct hg_loop *loop, struct hg_io *io,
     struct hg_conn *c = hg_container_of(io, struct hg_conn, cio);
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->ready |= HG_CLIENT_RD;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        c->ready |= HG_CLIENT_HUP;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->ready |= HG_CLIENT_WR;
     switch (c->state) {
@@ -227,6 +236,8 @@ static void hg__server_cb(struct hg_loop *loop, struct hg_io *io,
     struct hg_conn *c = hg_container_of(io, struct hg_conn, sio);
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->ready |= HG_SERVER_RD;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        c->ready |= HG_SERVER_HUP;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->ready |= HG_SERVER_WR;
     if (c->state == HG_CONN_CONNECTING)
@@ -291,6 +302,8 @@ static void hg__hello_read(struct hg_conn *c)
                        n < 0 ? strerror(errno) : NULL);
             return;
         }
+        if ((size_t)n < c->hcap - c->hlen && !(c->ready & HG_CLIENT_HUP))
+            c->ready &= ~HG_CLIENT_RD;
         c->hlen += (uint32_t)n;
         enum hg_hello_rc rc = hg_hello_parse(c->hello, c->hbuf, c->hlen);
         if (rc != HG_HELLO_AGAIN) {
@@ -423,7 +436,7 @@ static int hg__connect_one(struct hg_conn *c)
         return rc;
     }
     c->sio.fd = fd;
-    c->ready &= ~(HG_SERVER_RD | HG_SERVER_WR);
+    c->ready &= ~(HG_SERVER_RD | HG_SERVER_WR | HG_SERVER_HUP);
     int rc = hg_io_add(&c->w->loop, &c->sio,
                        EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
     if (rc < 0) {
@@ -506,6 +519,7 @@ static int hg__pump_dir(struct hg_conn *c, enum hg_dir dir)
     struct hg_flow *f = up ? &c->up : &c->down;
     int src = up ? c->cio.fd : c->sio.fd, dst = up ? c->sio.fd : c->cio.fd;
     uint8_t rd = up ? HG_CLIENT_RD : HG_SERVER_RD;
+    uint8_t hup = up ? HG_CLIENT_HUP : HG_SERVER_HUP;
     uint8_t wr = up ? HG_SERVER_WR : HG_CLIENT_WR;
 
     for (int budget = HG_PUMP_BUDGET; budget > 0; budget--) {
@@ -532,6 +546,8 @@ static int hg__pump_dir(struct hg_conn *c, enum hg_dir dir)
         }
         ssize_t n = recv(src, buf, HG_BUF_SIZE, 0);
         if (n > 0) {
+            if (n < HG_BUF_SIZE && !(c->ready & hup))
+                c->ready &= ~rd;
             *f = (struct hg_flow){.buf = buf, .len = (uint32_t)n};
             c->bytes[dir] += (uint64_t)n;
             c->t_last = c->w->loop.now;
