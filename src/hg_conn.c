@@ -14,6 +14,7 @@
 #include "hg_conn.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,12 +57,14 @@ enum {
 
 /* One direction of a tunnel. */
 struct hg_flow {
-    uint8_t *buf; /* bytes in flight, or NULL */
-    uint32_t off; /* first byte not yet written */
-    uint32_t len; /* bytes in buf */
-    bool heap;    /* buf is the hello buffer (malloc), not pooled */
-    bool eof;     /* the source sent FIN */
-    bool shut;    /* FIN passed on to the destination */
+    uint8_t *buf;         /* bytes in flight, or NULL */
+    struct hg_pipe *pipe; /* or bytes in flight in a pipe (splice) */
+    uint32_t off;         /* first byte of buf not yet written */
+    uint32_t len;         /* bytes in buf, or in pipe */
+    bool heap;            /* buf is the hello buffer (malloc), not pooled */
+    bool bulk;            /* the last read filled what it asked for */
+    bool eof;             /* the source sent FIN */
+    bool shut;            /* FIN passed on to the destination */
 };
 
 union hg_addr {
@@ -122,6 +125,12 @@ static int hg__pump_dir(struct hg_conn *c, enum hg_dir dir);
 static int hg__flow_write(struct hg_conn *c, struct hg_flow *f, int fd,
                           uint8_t wr_bit);
 static void hg__flow_release(struct hg_conn *c, struct hg_flow *f);
+static int hg__pipe_write(struct hg_conn *c, struct hg_flow *f, int fd,
+                          uint8_t wr_bit);
+static int hg__flow_read(struct hg_conn *c, enum hg_dir dir, int fd);
+static int hg__pipe_read(struct hg_conn *c, enum hg_dir dir, int fd);
+static int hg__read_result(struct hg_conn *c, enum hg_dir dir, ssize_t n,
+                           size_t asked, int err);
 static void hg__refuse(struct hg_conn *c, enum hg_refuse reason,
                        const char *detail);
 static void hg__close(struct hg_conn *c, const char *term, const char *reason);
@@ -510,8 +519,11 @@ static void hg__pump(struct hg_conn *c)
 }
 
 /*
- * Copies from one side to the other. Returns 0 when it has to wait, 1 when
- * its budget ran out with more to do, -1 when it closed the connection.
+ * Copies from one side to the other: small reads through a pooled buffer,
+ * and, once reads come back full, through a pooled pipe with splice(2) so
+ * bulk bytes never cross into user space. Returns 0 when it has to wait,
+ * 1 when its budget ran out with more to do, -1 when it closed the
+ * connection.
  */
 static int hg__pump_dir(struct hg_conn *c, enum hg_dir dir)
 {
@@ -519,12 +531,13 @@ static int hg__pump_dir(struct hg_conn *c, enum hg_dir dir)
     struct hg_flow *f = up ? &c->up : &c->down;
     int src = up ? c->cio.fd : c->sio.fd, dst = up ? c->sio.fd : c->cio.fd;
     uint8_t rd = up ? HG_CLIENT_RD : HG_SERVER_RD;
-    uint8_t hup = up ? HG_CLIENT_HUP : HG_SERVER_HUP;
     uint8_t wr = up ? HG_SERVER_WR : HG_CLIENT_WR;
 
     for (int budget = HG_PUMP_BUDGET; budget > 0; budget--) {
-        if (f->buf != NULL) {
-            int rc = hg__flow_write(c, f, dst, wr);
+        int rc;
+        if (f->buf != NULL || f->len > 0) {
+            rc = f->buf ? hg__flow_write(c, f, dst, wr)
+                        : hg__pipe_write(c, f, dst, wr);
             if (rc <= 0)
                 return rc;
             continue;
@@ -539,33 +552,116 @@ static int hg__pump_dir(struct hg_conn *c, enum hg_dir dir)
         }
         if (!(c->ready & rd))
             return 0;
-        uint8_t *buf = hg_worker_buf_get(c->w);
-        if (buf == NULL) {
-            hg__close(c, "RD", "no_memory");
-            return -1;
-        }
-        ssize_t n = recv(src, buf, HG_BUF_SIZE, 0);
-        if (n > 0) {
-            if (n < HG_BUF_SIZE && !(c->ready & hup))
-                c->ready &= ~rd;
-            *f = (struct hg_flow){.buf = buf, .len = (uint32_t)n};
-            c->bytes[dir] += (uint64_t)n;
-            c->t_last = c->w->loop.now;
-            hg_stats_add(&c->route->stats->bytes[dir], (uint64_t)n);
-            continue;
-        }
-        int err = errno;
+        if (f->bulk && (f->pipe || (f->pipe = hg_worker_pipe_get(c->w))))
+            rc = hg__pipe_read(c, dir, src);
+        else
+            rc = hg__flow_read(c, dir, src);
+        if (rc <= 0)
+            return rc;
+    }
+    return 1;
+}
+
+/* Reads into a pooled buffer. Returns as hg__read_result(). */
+static int hg__flow_read(struct hg_conn *c, enum hg_dir dir, int fd)
+{
+    struct hg_flow *f = dir == HG_DIR_UP ? &c->up : &c->down;
+    uint8_t *buf = hg_worker_buf_get(c->w);
+    if (buf == NULL) {
+        hg__close(c, "RD", "no_memory");
+        return -1;
+    }
+    ssize_t n = recv(fd, buf, HG_BUF_SIZE, 0);
+    int err = errno;
+    if (n > 0) {
+        f->buf = buf;
+        f->off = 0;
+        f->len = (uint32_t)n;
+    } else {
         hg_worker_buf_put(c->w, buf);
-        if (n == 0) {
-            f->eof = true;
-        } else if (err == EAGAIN || err == EWOULDBLOCK) {
+    }
+    return hg__read_result(c, dir, n, HG_BUF_SIZE, err);
+}
+
+/* Moves bytes from the socket into the flow's pipe. */
+static int hg__pipe_read(struct hg_conn *c, enum hg_dir dir, int fd)
+{
+    struct hg_flow *f = dir == HG_DIR_UP ? &c->up : &c->down;
+    ssize_t n = splice(fd, NULL, f->pipe->fd[1], NULL, HG_PIPE_SIZE,
+                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    int err = errno;
+    if (n > 0) {
+        f->len = (uint32_t)n;
+    } else {
+        hg_worker_pipe_put(c->w, f->pipe, true); /* empty: held only in use */
+        f->pipe = NULL;
+    }
+    return hg__read_result(c, dir, n, HG_PIPE_SIZE, err);
+}
+
+/*
+ * Accounts for a read of n bytes out of asked (err: errno when n < 0).
+ * Returns 1 when there is something to do next (bytes to write, or EOF to
+ * pass on), 0 when the socket is drained, -1 when it closed the connection.
+ */
+static int hg__read_result(struct hg_conn *c, enum hg_dir dir, ssize_t n,
+                           size_t asked, int err)
+{
+    bool up = dir == HG_DIR_UP;
+    struct hg_flow *f = up ? &c->up : &c->down;
+    uint8_t rd = up ? HG_CLIENT_RD : HG_SERVER_RD;
+    uint8_t hup = up ? HG_CLIENT_HUP : HG_SERVER_HUP;
+    if (n > 0) {
+        f->bulk = (size_t)n == asked;
+        if (!f->bulk && !(c->ready & hup))
             c->ready &= ~rd;
+        c->bytes[dir] += (uint64_t)n;
+        c->t_last = c->w->loop.now;
+        hg_stats_add(&c->route->stats->bytes[dir], (uint64_t)n);
+        return 1;
+    }
+    if (n == 0) {
+        f->eof = true;
+        return 1;
+    }
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+        c->ready &= ~rd;
+        return 0;
+    }
+    if (err == EINTR)
+        return 1;
+    hg__close(c, up ? "CD" : "SD", up ? "client_reset" : "server_reset");
+    return -1;
+}
+
+/*
+ * Writes what the flow's pipe holds. Returns 1 when the pipe was emptied
+ * (and went back to the pool) or more may go, 0 when the destination is
+ * full, -1 when it closed the connection.
+ */
+static int hg__pipe_write(struct hg_conn *c, struct hg_flow *f, int fd,
+                          uint8_t wr_bit)
+{
+    if (!(c->ready & wr_bit))
+        return 0;
+    ssize_t n = splice(f->pipe->fd[0], NULL, fd, NULL, f->len,
+                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            c->ready &= ~wr_bit;
             return 0;
-        } else if (err != EINTR) {
-            hg__close(c, up ? "CD" : "SD",
-                      up ? "client_reset" : "server_reset");
-            return -1;
         }
+        if (errno == EINTR)
+            return 1;
+        bool to_server = wr_bit == HG_SERVER_WR;
+        hg__close(c, to_server ? "SD" : "CD",
+                  to_server ? "server_reset" : "client_reset");
+        return -1;
+    }
+    f->len -= (uint32_t)n;
+    if (f->len == 0) {
+        hg_worker_pipe_put(c->w, f->pipe, true);
+        f->pipe = NULL;
     }
     return 1;
 }
@@ -600,14 +696,20 @@ static int hg__flow_write(struct hg_conn *c, struct hg_flow *f, int fd,
     return 1;
 }
 
+/*
+ * Gives back the flow's buffer or pipe. A pipe is held only while it has
+ * bytes in it, so one given back here is dirty and gets closed.
+ */
 static void hg__flow_release(struct hg_conn *c, struct hg_flow *f)
 {
-    if (f->buf == NULL)
-        return;
-    if (f->heap)
+    if (f->pipe != NULL) {
+        hg_worker_pipe_put(c->w, f->pipe, false);
+        f->pipe = NULL;
+    } else if (f->heap) {
         free(f->buf);
-    else
+    } else if (f->buf != NULL) {
         hg_worker_buf_put(c->w, f->buf);
+    }
     f->buf = NULL;
     f->off = f->len = 0;
     f->heap = false;

@@ -1,6 +1,7 @@
 #include "hg_worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +86,13 @@ void hg_worker_join(struct hg_worker *w)
     close(w->cmd_io.fd);
     for (uint32_t i = 0; i < w->nbufs; i++)
         free(w->bufs[i]);
+    while (w->pipes != NULL) {
+        struct hg_pipe *p = w->pipes;
+        w->pipes = p->next;
+        close(p->fd[0]);
+        close(p->fd[1]);
+        free(p);
+    }
     free(w->bufs);
     hg_loop_deinit(&w->loop);
 }
@@ -102,6 +110,38 @@ void hg_worker_buf_put(struct hg_worker *w, void *buf)
         w->bufs[w->nbufs++] = buf;
     else
         free(buf);
+}
+
+struct hg_pipe *hg_worker_pipe_get(struct hg_worker *w)
+{
+    struct hg_pipe *p = w->pipes;
+    if (p != NULL) {
+        w->pipes = p->next;
+        w->npipes--;
+    } else {
+        if (w->pipes_used >= HG_PIPE_MAX || (p = malloc(sizeof(*p))) == NULL)
+            return NULL;
+        if (pipe2(p->fd, O_NONBLOCK | O_CLOEXEC) < 0) {
+            free(p);
+            return NULL;
+        }
+    }
+    w->pipes_used++;
+    return p;
+}
+
+void hg_worker_pipe_put(struct hg_worker *w, struct hg_pipe *p, bool clean)
+{
+    w->pipes_used--;
+    if (clean && w->npipes < HG_PIPE_CACHE) {
+        p->next = w->pipes;
+        w->pipes = p;
+        w->npipes++;
+        return;
+    }
+    close(p->fd[0]);
+    close(p->fd[1]);
+    free(p);
 }
 
 /*

@@ -79,6 +79,9 @@ struct hg_worker {
 
     void **bufs; /* free forwarding buffers */
     uint32_t nbufs;
+    struct hg_pipe *pipes; /* free pipes */
+    uint32_t npipes;       /* in the pool */
+    uint32_t pipes_used;   /* held by tunnels */
 
     struct hg_timer drain; /* closes connections a few at a time */
     uint64_t drain_start, drain_ms;
@@ -93,12 +96,31 @@ struct hg_worker {
 #define HG_BUF_SIZE  (16 * 1024)
 #define HG_BUF_CACHE 64
 
+/*
+ * Pipes for splice(2), pooled the same way: a tunnel holds one only while
+ * bulk bytes sit in it. HG_PIPE_MAX caps the pipes in use per worker (two
+ * descriptors each); past it, bulk goes through buffers.
+ */
+#define HG_PIPE_SIZE  (64 * 1024)
+#define HG_PIPE_CACHE 32
+#define HG_PIPE_MAX   512
+
+struct hg_pipe {
+    struct hg_pipe *next; /* in the pool */
+    int fd[2];
+};
+
 int hg_worker_start(struct hg_worker *w, struct hg_daemon *d, unsigned id);
 void hg_worker_post(struct hg_worker *w, enum hg_worker_cmd cmd);
 void hg_worker_join(struct hg_worker *w);
 
 void *hg_worker_buf_get(struct hg_worker *w);
 void hg_worker_buf_put(struct hg_worker *w, void *buf);
+
+/* A pipe from the pool or a new one; NULL when at the cap or failing. */
+struct hg_pipe *hg_worker_pipe_get(struct hg_worker *w);
+/* Returns a pipe; one that may hold bytes (clean false) is closed. */
+void hg_worker_pipe_put(struct hg_worker *w, struct hg_pipe *p, bool clean);
 
 /* Counts and, at most once a second, logs a refusal before routing. */
 void hg_worker_refused(struct hg_worker *w, const struct hg_listener_conf *l,
