@@ -127,6 +127,7 @@ static int hg__flow_write(struct hg_conn *c, struct hg_flow *f, int fd,
 static void hg__flow_release(struct hg_conn *c, struct hg_flow *f);
 static int hg__pipe_write(struct hg_conn *c, struct hg_flow *f, int fd,
                           uint8_t wr_bit);
+static int hg__write_failed(struct hg_conn *c, uint8_t wr_bit, int err);
 static int hg__flow_read(struct hg_conn *c, enum hg_dir dir, int fd);
 static int hg__pipe_read(struct hg_conn *c, enum hg_dir dir, int fd);
 static int hg__read_result(struct hg_conn *c, enum hg_dir dir, ssize_t n,
@@ -646,18 +647,8 @@ static int hg__pipe_write(struct hg_conn *c, struct hg_flow *f, int fd,
         return 0;
     ssize_t n = splice(f->pipe->fd[0], NULL, fd, NULL, f->len,
                        SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            c->ready &= ~wr_bit;
-            return 0;
-        }
-        if (errno == EINTR)
-            return 1;
-        bool to_server = wr_bit == HG_SERVER_WR;
-        hg__close(c, to_server ? "SD" : "CD",
-                  to_server ? "server_reset" : "client_reset");
-        return -1;
-    }
+    if (n < 0)
+        return hg__write_failed(c, wr_bit, errno);
     f->len -= (uint32_t)n;
     if (f->len == 0) {
         hg_worker_pipe_put(c->w, f->pipe, true);
@@ -677,23 +668,31 @@ static int hg__flow_write(struct hg_conn *c, struct hg_flow *f, int fd,
     if (!(c->ready & wr_bit))
         return 0;
     ssize_t n = send(fd, f->buf + f->off, f->len - f->off, MSG_NOSIGNAL);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            c->ready &= ~wr_bit;
-            return 0;
-        }
-        if (errno == EINTR)
-            return 1;
-        bool to_server = wr_bit == HG_SERVER_WR;
-        hg__close(c, to_server ? "SD" : "CD",
-                  to_server ? "server_reset" : "client_reset");
-        return -1;
-    }
+    if (n < 0)
+        return hg__write_failed(c, wr_bit, errno);
     f->off += (uint32_t)n;
     if (f->off < f->len)
         return 1;
     hg__flow_release(c, f);
     return 1;
+}
+
+/*
+ * A write toward wr_bit's side failed with err. Returns 0 when that side
+ * is full (wait for it), 1 to try again, -1 when the connection closed.
+ */
+static int hg__write_failed(struct hg_conn *c, uint8_t wr_bit, int err)
+{
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+        c->ready &= ~wr_bit;
+        return 0;
+    }
+    if (err == EINTR)
+        return 1;
+    bool to_server = wr_bit == HG_SERVER_WR;
+    hg__close(c, to_server ? "SD" : "CD",
+              to_server ? "server_reset" : "client_reset");
+    return -1;
 }
 
 /*
