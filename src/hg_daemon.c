@@ -34,10 +34,9 @@ static void hg__log_error(void *arg, const char *message);
 static void hg__resolver_log(void *arg, enum hg_log_level level,
                              const char *host, const char *what);
 static int hg__setup(struct hg_daemon *d, struct hg_config *cfg);
-static int hg__activate(struct hg_daemon *d, struct hg_config *cfg,
-                        uint64_t gen);
-static int hg__activate_listeners(struct hg_daemon *d, struct hg_config *cfg,
-                                  uint64_t gen);
+static int hg__activate(struct hg_daemon *d, struct hg_config *cfg);
+static void hg__mark_socks(struct hg_config *cfg, uint64_t gen);
+static int hg__activate_listeners(struct hg_daemon *d, struct hg_config *cfg);
 static int hg__activate_routes(struct hg_daemon *d, struct hg_config *cfg);
 static void hg__runtime_free(struct hg_config *cfg);
 static struct hg_listen_sock *hg__sock_get(struct hg_daemon *d,
@@ -141,8 +140,9 @@ static int hg__setup(struct hg_daemon *d, struct hg_config *cfg)
         return -1;
     }
     hg_resolver_set_log(d->resolver, hg__resolver_log, NULL);
-    if (hg__activate(d, cfg, 1) < 0)
+    if (hg__activate(d, cfg) < 0)
         return -1;
+    hg__mark_socks(cfg, 1);
     atomic_store(&d->gen, 1);
     size_t missing = hg_resolver_wait_initial(d->resolver, HG_FIRST_RESOLVE_MS);
     if (missing > 0)
@@ -177,17 +177,26 @@ static int hg__start_workers(struct hg_daemon *d)
  * new ones), backends. Returns 0, or -1 with the reason logged; on failure
  * cfg may hold partial runtime state, freed with it.
  */
-static int hg__activate(struct hg_daemon *d, struct hg_config *cfg,
-                        uint64_t gen)
+static int hg__activate(struct hg_daemon *d, struct hg_config *cfg)
 {
     cfg->runtime_free = hg__runtime_free;
-    if (hg__activate_listeners(d, cfg, gen) < 0)
+    if (hg__activate_listeners(d, cfg) < 0)
         return -1;
     return hg__activate_routes(d, cfg);
 }
 
-static int hg__activate_listeners(struct hg_daemon *d, struct hg_config *cfg,
-                                  uint64_t gen)
+/*
+ * Marks the addresses cfg binds as in use by generation gen, once cfg is
+ * sure to be used: the sweep closes the others.
+ */
+static void hg__mark_socks(struct hg_config *cfg, uint64_t gen)
+{
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        for (size_t b = 0; b < cfg->listeners[i].nbinds; b++)
+            cfg->listeners[i].socks[b]->used_gen = gen;
+}
+
+static int hg__activate_listeners(struct hg_daemon *d, struct hg_config *cfg)
 {
     unsigned defer_s = (unsigned)((cfg->hello_timeout_ms + 999) / 1000);
     for (size_t i = 0; i < cfg->nlisteners; i++) {
@@ -200,7 +209,6 @@ static int hg__activate_listeners(struct hg_daemon *d, struct hg_config *cfg,
             l->socks[b] = hg__sock_get(d, &l->binds[b], defer_s);
             if (l->socks[b] == NULL)
                 return -1;
-            l->socks[b]->used_gen = gen;
         }
     }
     return 0;
@@ -315,7 +323,9 @@ static void hg__publish(struct hg_daemon *d, struct hg_config *cfg)
     d->cfg = cfg;
     pthread_mutex_unlock(&d->cfg_lock);
     atomic_store(&d->published, cfg);
-    r->until_gen = atomic_fetch_add(&d->gen, 1) + 1;
+    r->until_gen = atomic_load(&d->gen) + 1;
+    hg__mark_socks(cfg, r->until_gen);
+    atomic_store(&d->gen, r->until_gen);
     r->next = d->retired;
     d->retired = r;
     for (unsigned i = 0; i < d->nworkers; i++)
@@ -376,7 +386,7 @@ static void hg__reload(struct hg_daemon *d)
         hg_log_error("resolver: %s", reason);
         goto failed;
     }
-    if (hg__activate(d, cfg, atomic_load(&d->gen) + 1) < 0)
+    if (hg__activate(d, cfg) < 0)
         goto failed;
     hg_log_configure(cfg->log_level, cfg->log_format);
     hg__publish(d, cfg);
@@ -389,6 +399,9 @@ failed:
         hg_resolver_configure(d->resolver, d->cfg, &reason);
         hg_config_unref(cfg);
     }
+    /* Addresses the failed config opened must not linger unserved. */
+    if (d->retired == NULL)
+        hg__sweep_socks(d);
     hg_stats_add(&hg_global_stats.reloads_failed, 1);
     hg_log_error("reload of %s failed; the running configuration stays",
                  d->config_path);
