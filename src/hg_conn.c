@@ -32,6 +32,12 @@
 
 #define HG_HELLO_FIRST_CAP 4096
 #define HG_PUMP_BUDGET     16
+/*
+ * Addresses tried per connection before giving up: enough to step over a
+ * few dead ones, few enough that a device is not kept waiting for minutes
+ * (each try may take timeouts.connect).
+ */
+#define HG_CONNECT_TRIES 8
 
 enum hg_conn_state {
     HG_CONN_HELLO,
@@ -100,7 +106,7 @@ struct hg_conn {
     uint16_t port;      /* the port the client connected to */
     uint8_t state;
     uint8_t ready;
-    uint8_t attempt; /* backend addresses tried */
+    uint8_t attempt; /* backend addresses tried, at most HG_CONNECT_TRIES */
     uint8_t rr;      /* where this connection starts in the address set */
     bool deferred;
 };
@@ -413,8 +419,8 @@ static void hg__connect_next(struct hg_conn *c)
 
 /*
  * Starts a connect to address number c->attempt. Returns 0 when under way,
- * -ENOENT when every address has been tried, or another -errno when this
- * address failed at once.
+ * -ENOENT when every address (or HG_CONNECT_TRIES) has been tried, or another
+ * -errno when this address failed at once.
  */
 static int hg__connect_one(struct hg_conn *c)
 {
@@ -422,7 +428,7 @@ static int hg__connect_one(struct hg_conn *c)
     urcu_memb_read_lock();
     struct hg_addrset *set = rcu_dereference(b->addrs);
     size_t n = set ? set->n : 0;
-    if (c->attempt >= n) {
+    if (c->attempt >= n || c->attempt >= HG_CONNECT_TRIES) {
         urcu_memb_read_unlock();
         return -ENOENT;
     }

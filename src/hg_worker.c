@@ -26,6 +26,8 @@ static void hg__switch(struct hg_worker *w);
 static struct hg_wcfg *hg__wcfg_new(struct hg_worker *w, struct hg_config *cfg,
                                     uint64_t gen);
 static void hg__wcfg_free(struct hg_wcfg *wc);
+static void hg__wcfg_free_later(struct hg_worker *w, struct hg_wcfg *wc);
+static void hg__wcfg_defer_cb(struct hg_loop *loop, struct hg_defer *defer);
 static void hg__listen_all(struct hg_worker *w, struct hg_wcfg *wc);
 static void hg__unlisten_all(struct hg_worker *w, struct hg_wcfg *wc);
 static void hg__accept_cb(struct hg_loop *loop, struct hg_io *io,
@@ -184,7 +186,7 @@ void hg_worker_wcfg_release(struct hg_worker *w, struct hg_wcfg *wc)
     while (*p != wc)
         p = &(*p)->next;
     *p = wc->next;
-    hg__wcfg_free(wc);
+    hg__wcfg_free_later(w, wc);
 }
 
 static void *hg__main(void *arg)
@@ -293,7 +295,7 @@ static void hg__switch(struct hg_worker *w)
         hg__listen_all(w, wc);
     if (old != NULL && old->nconns == 0) {
         wc->next = old->next;
-        hg__wcfg_free(old);
+        hg__wcfg_free_later(w, old);
     }
     atomic_store(&w->gen_seen, gen);
 }
@@ -328,6 +330,20 @@ static struct hg_wcfg *hg__wcfg_new(struct hg_worker *w, struct hg_config *cfg,
         }
     }
     return wc;
+}
+
+/*
+ * Events of the current batch may still point at the view's listener
+ * registrations (epoll returned them before the switch): free it after.
+ */
+static void hg__wcfg_free_later(struct hg_worker *w, struct hg_wcfg *wc)
+{
+    hg_loop_defer(&w->loop, &wc->defer, hg__wcfg_defer_cb);
+}
+
+static void hg__wcfg_defer_cb(struct hg_loop *loop, struct hg_defer *defer)
+{
+    hg__wcfg_free(hg_container_of(defer, struct hg_wcfg, defer));
 }
 
 static void hg__wcfg_free(struct hg_wcfg *wc)
@@ -367,6 +383,10 @@ static void hg__accept_cb(struct hg_loop *loop, struct hg_io *io,
                           uint32_t events)
 {
     struct hg_wlisten *wl = hg_container_of(io, struct hg_wlisten, io);
+    struct hg_worker *w = wl->worker;
+    /* An event fetched before a switch or a close in this same batch. */
+    if (wl->wcfg != w->wcfg || !w->accepting)
+        return;
     for (int i = 0; i < HG_ACCEPT_BATCH; i++)
         if (!hg__accept_one(wl->worker, wl))
             break;

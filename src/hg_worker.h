@@ -45,6 +45,7 @@ struct hg_wlisten {
 /* A worker's view of one config, alive while its connections are. */
 struct hg_wcfg {
     struct hg_wcfg *next;
+    struct hg_defer defer; /* freed after the batch that retired it */
     struct hg_config *cfg; /* a reference */
     uint64_t gen;
     uint32_t nconns;

@@ -66,5 +66,80 @@ def test_unbindable_address_rejects_reload():
     gw.stop()
 
 
+
+def test_reload_storm_under_connection_churn():
+    """SIGHUPs every few ms while connections come and go: every switch of
+    config happens with accepts, closes and listener events in flight."""
+    import signal
+    import threading
+    import time
+    backend = hglib.CaptureServer(echo=True)
+    port = hglib.free_port()
+    gw = hglib.start_hubgate(config(backend, port))
+    stop = threading.Event()
+    results = []
+
+    def churn():
+        while not stop.is_set():
+            results.append(works(port))
+
+    threads = [threading.Thread(target=churn) for _ in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 4
+    sent = 0
+    while time.monotonic() < deadline and sent < 400:
+        gw.proc.send_signal(signal.SIGHUP)
+        sent += 1
+        time.sleep(0.01)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert gw.proc.alive(), gw.stderr()[-2000:]
+    assert results and all(results), f"{results.count(False)} failed"
+    hglib.wait_until(
+        lambda: gw.metrics().value("hubgate_config_reloads_total",
+                                   result="ok") >= 1, what="reloads")
+    gw.stop()  # also fails on any sanitizer report
+
+
+def test_many_dead_addresses_give_up():
+    """A name with hundreds of addresses, none answering: the connection
+    gives up after a bounded number of tries, and the worker stays free."""
+    import time
+    dead = [f"127.0.{1 + i // 200}.{1 + i % 200}" for i in range(300)]
+    dns = hglib.start_dnsmasq({"many.test": dead}, ttl=60)
+    backend = hglib.CaptureServer(echo=True)
+    port, dead_port = hglib.free_ports(2)
+    gw = hglib.start_hubgate(f"""
+workers: 1
+timeouts:
+  connect: 300ms
+resolver:
+  servers: ["{dns.server}"]
+listeners:
+  - name: tls
+    bind: ["127.0.0.1:{port}"]
+routes:
+  - name: many
+    sni: ["many.test"]
+    backend: "many.test:{dead_port}"
+  - name: hub
+    sni: ["{SNI}"]
+    backend: "{backend.addr}"
+""")
+    hglib.wait_until(lambda: gw.metrics().value(
+        "hubgate_backend_addresses", route="many") == 300, what="300 addrs")
+    hello = hglib.tls_records(hglib.client_hello("many.test"))
+    t0 = time.monotonic()
+    got = hglib.tcp_exchange(f"127.0.0.1:{port}", [hello], timeout=10)
+    assert got == b""
+    assert time.monotonic() - t0 < 8 * 0.3 + 2
+    assert works(port)
+    line = [l for l in gw.log_lines() if "route=many" in l][0]
+    assert "term=SC" in line, line
+    gw.stop()
+
+
 if __name__ == "__main__":
     hglib.main(globals())
