@@ -1,0 +1,1090 @@
+#include "hs_device.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hs_log.h"
+#include "hs_mqtt.h"
+#include "hs_sas.h"
+#include "hs_tls.h"
+
+#define HS_HEADROOM     HS_WS_MAX_HEADER /* before a packet, for a frame head */
+#define HS_MQTT_IN_MAX  (1024 * 1024)    /* largest packet accepted */
+#define HS_PASSWORD_MAX 2048
+
+static const char *const hs__state_names[] = {
+    "idle",
+    "tcp connect",
+    "tls handshake",
+    "websocket upgrade",
+    "waiting for CONNACK",
+    "waiting for SUBACK",
+    "publishing",
+    "draining",
+    "done",
+};
+
+static uint64_t hs__now_us(void);
+static void hs__set_state(struct hs_device *d, enum hs_dev_state s);
+static void hs__connect(struct hs_device *d);
+static int hs__socket(struct hs_device *d, int *err);
+static void hs__on_io(struct hg_loop *loop, struct hg_io *io, uint32_t ev);
+static void hs__on_timer(struct hg_loop *loop, struct hg_timer *t);
+static void hs__on_ka(struct hg_loop *loop, struct hg_timer *t);
+static void hs__tcp_done(struct hs_device *d);
+static void hs__tls_step(struct hs_device *d);
+static void hs__tls_fail(struct hs_device *d, const struct hs_tls_failure *f);
+static bool hs__ws_start(struct hs_device *d);
+static bool hs__ws_answer(struct hs_device *d);
+static bool hs__mqtt_start(struct hs_device *d);
+static bool hs__update_events(struct hs_device *d);
+static bool hs__send(struct hs_device *d, const uint8_t *data, size_t len);
+static bool hs__send_packet(struct hs_device *d, enum hs_ws_opcode op,
+                            uint8_t *pkt, size_t len);
+static bool hs__flush(struct hs_device *d);
+static void hs__read(struct hs_device *d);
+static bool hs__input(struct hs_device *d, const uint8_t *data, size_t len);
+static bool hs__ws_input(struct hs_device *d, const uint8_t *data, size_t len);
+static bool hs__mqtt_input(struct hs_device *d, const uint8_t *data,
+                           size_t len);
+static bool hs__mqtt_packets(struct hs_device *d, const uint8_t *buf,
+                             size_t len, size_t *used);
+static bool hs__packet(struct hs_device *d, const struct hs_mqtt_packet *p);
+static bool hs__on_connack(struct hs_device *d,
+                           const struct hs_mqtt_connack *c);
+static bool hs__on_suback(struct hs_device *d, const struct hs_mqtt_suback *s);
+static bool hs__on_puback(struct hs_device *d, uint16_t id);
+static bool hs__on_c2d(struct hs_device *d, const struct hs_mqtt_publish *p);
+static bool hs__run_start(struct hs_device *d);
+static void hs__publish_due(struct hs_device *d);
+static bool hs__publish(struct hs_device *d);
+static void hs__drain(struct hs_device *d);
+static void hs__finish(struct hs_device *d);
+static void hs__fail(struct hs_device *d, enum hs_err kind, const char *fmt,
+                     ...) __attribute__((format(printf, 3, 4)));
+static void hs__drop(struct hs_device *d, bool graceful);
+static void hs__after_drop(struct hs_device *d);
+static void hs__ka_arm(struct hs_device *d);
+static enum hs_err hs__errno_kind(int err);
+static bool hs__buf_add(struct hs_buf *b, const uint8_t *data, size_t len);
+static void hs__buf_free(struct hs_buf *b);
+
+/* ------------------------------------------------------------------ */
+/* Life cycle                                                          */
+/* ------------------------------------------------------------------ */
+
+int hs_device_init(struct hs_device *d, struct hs_worker *w, const char *id,
+                   uint32_t index)
+{
+    memset(d, 0, sizeof(*d));
+    d->w = w;
+    d->id = id;
+    d->index = index;
+    d->io.fd = -1;
+    d->io.cb = hs__on_io;
+    d->timer.cb = hs__on_timer;
+    d->ka.cb = hs__on_ka;
+    d->next_id = 1;
+    if (w->run->cfg->qos > 0) {
+        d->inflight = calloc(w->run->cfg->inflight, sizeof(*d->inflight));
+        if (d->inflight == NULL)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+void hs_device_deinit(struct hs_device *d)
+{
+    if (d->io.fd >= 0)
+        hs__drop(d, false);
+    free(d->inflight);
+    d->inflight = NULL;
+}
+
+void hs_device_start(struct hs_device *d)
+{
+    if (d->state == HS_DEV_IDLE && !hg_timer_active(&d->timer))
+        hs__connect(d);
+}
+
+/*
+ * DRAIN: devices not yet connected stop; publishing ones wait for their
+ * last PUBACKs. STOP: every connection closes now.
+ */
+void hs_device_phase(struct hs_device *d, enum hs_phase phase)
+{
+    if (d->state == HS_DEV_DONE)
+        return;
+    if (phase == HS_PHASE_DRAIN && d->state == HS_DEV_RUN) {
+        hs__drain(d);
+        return;
+    }
+    if (phase == HS_PHASE_DRAIN && d->state == HS_DEV_DRAIN)
+        return;
+    hs__drop(d, d->state >= HS_DEV_SUB);
+    hs__set_state(d, HS_DEV_DONE);
+}
+
+const char *hs_device_password(const struct hs_config *cfg,
+                               const char *device_id, uint64_t now_s, char *buf,
+                               size_t cap)
+{
+    char resource[512];
+    uint8_t derived[32];
+    const uint8_t *key = cfg->key;
+    size_t key_len = cfg->key_len;
+    if (cfg->auth == HS_AUTH_NONE)
+        return NULL;
+    if (cfg->auth == HS_AUTH_TOKEN)
+        return cfg->token;
+    if (cfg->auth == HS_AUTH_GROUP_KEY) {
+        hs_sas_derive(cfg->key, cfg->key_len, device_id, derived);
+        key = derived;
+        key_len = sizeof(derived);
+    }
+    snprintf(resource, sizeof(resource), "%s/devices/%s", cfg->hub, device_id);
+    uint64_t expiry =
+        cfg->sas_expiry ? cfg->sas_expiry : now_s + cfg->sas_ttl_s;
+    const char *policy = cfg->auth == HS_AUTH_POLICY ? cfg->policy : NULL;
+    if (hs_sas_token(buf, cap, resource, key, key_len, policy, expiry) >= cap)
+        return NULL;
+    return buf;
+}
+
+static uint64_t hs__now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* Moves to state s, keeping the worker's gauges in step. */
+static void hs__set_state(struct hs_device *d, enum hs_dev_state s)
+{
+    struct hs_stats *st = &d->w->stats;
+    enum hs_dev_state old = d->state;
+    bool was_conn = old >= HS_DEV_TCP && old <= HS_DEV_MQTT;
+    bool is_conn = s >= HS_DEV_TCP && s <= HS_DEV_MQTT;
+    bool was_up = old >= HS_DEV_SUB && old <= HS_DEV_DRAIN;
+    bool is_up = s >= HS_DEV_SUB && s <= HS_DEV_DRAIN;
+    if (was_conn != is_conn)
+        (is_conn ? hs_stat_add : hs_stat_sub)(&st->connecting, 1);
+    if (was_up != is_up) {
+        (is_up ? hs_stat_add : hs_stat_sub)(&st->connected, 1);
+        hs_stats_up(is_up ? 1 : -1);
+    }
+    d->state = s;
+    if (s == HS_DEV_DONE && old != HS_DEV_DONE) {
+        hg_timer_stop(&d->w->loop, &d->timer);
+        hg_timer_stop(&d->w->loop, &d->ka);
+        hs_stat_add(&st->finished, 1);
+        hs_worker_device_done(d->w);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Connecting: TCP, TLS, WebSocket, CONNECT                            */
+/* ------------------------------------------------------------------ */
+
+static void hs__connect(struct hs_device *d)
+{
+    const struct hs_config *cfg = d->w->run->cfg;
+    int err = 0;
+    hs_stat_add(&d->w->stats.attempts, 1);
+    hs__set_state(d, HS_DEV_TCP);
+    d->t_start_us = hs__now_us();
+    hg_timer_start(&d->w->loop, &d->timer, cfg->connect_timeout_ms);
+    if (hs__socket(d, &err) < 0) {
+        hs__fail(d, hs__errno_kind(err), "connect: %s", strerror(err));
+        return;
+    }
+    d->events = EPOLLOUT;
+    int rc = hg_io_add(&d->w->loop, &d->io, d->events);
+    if (rc < 0)
+        hs__fail(d, HS_ERR_LOCAL, "epoll: %s", strerror(-rc));
+}
+
+/*
+ * Opens a non-blocking socket, binds it to the device's source address
+ * when --bind gave some, and starts connecting. Returns 0 (connected or in
+ * progress; the socket is in d->io.fd), or -1 with the errno in *err.
+ */
+static int hs__socket(struct hs_device *d, int *err)
+{
+    const struct hs_run *run = d->w->run;
+    const struct hs_config *cfg = run->cfg;
+    int one = 1;
+    int fd = socket(run->addr.ss_family,
+                    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (fd < 0) {
+        *err = errno;
+        return -1;
+    }
+    d->io.fd = fd;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (cfg->nbinds > 0) {
+        const struct sockaddr_storage *src =
+            &cfg->binds[d->index % cfg->nbinds];
+        socklen_t len = src->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                   : sizeof(struct sockaddr_in);
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+        if (bind(fd, (const struct sockaddr *)src, len) < 0) {
+            *err = errno;
+            return -1;
+        }
+    }
+    if (connect(fd, (const struct sockaddr *)&run->addr, run->addr_len) < 0 &&
+        errno != EINPROGRESS) {
+        *err = errno;
+        return -1;
+    }
+    return 0;
+}
+
+static void hs__tcp_done(struct hs_device *d)
+{
+    const struct hs_run *run = d->w->run;
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(d->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err != 0) {
+        hs__fail(d, hs__errno_kind(err), "connect: %s", strerror(err));
+        return;
+    }
+    d->t_tcp_us = hs__now_us();
+    d->ssl = hs_tls_new(run->tls, d->io.fd, run->cfg->hub);
+    if (d->ssl == NULL) {
+        hs__fail(d, HS_ERR_LOCAL, "no memory for TLS");
+        return;
+    }
+    hs__set_state(d, HS_DEV_TLS);
+    hs__tls_step(d);
+}
+
+static void hs__tls_step(struct hs_device *d)
+{
+    struct hs_tls_failure f;
+    switch (hs_tls_handshake(d->ssl, &f)) {
+    case HS_TLS_OK:
+        d->want_out = false;
+        hs_stats_latency(&d->w->stats, &d->w->stats.tls_all,
+                         hs__now_us() - d->t_tcp_us);
+        if (d->w->run->cfg->protocol == HS_PROTO_MQTT_WS)
+            hs__ws_start(d);
+        else
+            hs__mqtt_start(d);
+        return;
+    case HS_TLS_WANT_READ:
+        d->want_out = false;
+        hs__update_events(d);
+        return;
+    case HS_TLS_WANT_WRITE:
+        d->want_out = true;
+        hs__update_events(d);
+        return;
+    case HS_TLS_FAILED:
+        hs__tls_fail(d, &f);
+        return;
+    }
+}
+
+/* Counts a TLS-level failure by what it was and the phase it hit. */
+static void hs__tls_fail(struct hs_device *d, const struct hs_tls_failure *f)
+{
+    const char *phase = hs__state_names[d->state];
+    switch (f->kind) {
+    case HS_TLS_F_VERIFY:
+        hs__fail(d, HS_ERR_TLS_VERIFY, "%s", f->reason);
+        break;
+    case HS_TLS_F_PROTO:
+        hs__fail(d, HS_ERR_TLS, "%s: %s", phase, f->reason);
+        break;
+    case HS_TLS_F_CLOSED:
+        hs__fail(d, d->state == HS_DEV_TLS ? HS_ERR_TLS : HS_ERR_CLOSED,
+                 "%s: %s", phase, f->reason);
+        break;
+    case HS_TLS_F_RESET:
+        hs__fail(d, hs__errno_kind(f->errno_value), "%s: %s", phase, f->reason);
+        break;
+    }
+}
+
+static bool hs__ws_start(struct hs_device *d)
+{
+    const struct hs_config *cfg = d->w->run->cfg;
+    uint8_t nonce[16];
+    uint64_t r[2] = {hs_rand(&d->w->rng), hs_rand(&d->w->rng)};
+    memcpy(nonce, r, sizeof(nonce));
+    hs_ws_key(nonce, d->ws_key);
+    char *req = (char *)d->w->wbuf;
+    size_t n = hs_ws_request(req, HS_WBUF_SIZE, cfg->hub, cfg->ws_path,
+                             d->ws_key, "mqtt");
+    hs__set_state(d, HS_DEV_WS);
+    return hs__send(d, (const uint8_t *)req, n);
+}
+
+/* Looks at the upgrade answer gathered in d->in so far. */
+static bool hs__ws_answer(struct hs_device *d)
+{
+    size_t used = 0;
+    int status = 0;
+    const char *why = NULL;
+    enum hs_ws_rc rc = hs_ws_response((const char *)d->in.data + d->in.off,
+                                      d->in.len - d->in.off, d->ws_key, "mqtt",
+                                      &used, &status, &why);
+    if (rc == HS_WS_AGAIN)
+        return true;
+    if (rc == HS_WS_ERROR) {
+        if (status != 0 && status != 101)
+            hs__fail(d, HS_ERR_WS, "upgrade: HTTP %d", status);
+        else
+            hs__fail(d, HS_ERR_WS, "upgrade: %s", why);
+        return false;
+    }
+    d->ws = malloc(sizeof(*d->ws));
+    if (d->ws == NULL) {
+        hs__fail(d, HS_ERR_LOCAL, "no memory for the WebSocket");
+        return false;
+    }
+    hs_ws_decoder_init(d->ws);
+    /* Whatever followed the head is frame data: take it aside. */
+    struct hs_buf rest = d->in;
+    rest.off += used;
+    memset(&d->in, 0, sizeof(d->in));
+    bool alive = hs__mqtt_start(d);
+    if (alive && rest.len > rest.off)
+        alive = hs__ws_input(d, rest.data + rest.off, rest.len - rest.off);
+    hs__buf_free(&rest);
+    return alive;
+}
+
+static bool hs__mqtt_start(struct hs_device *d)
+{
+    const struct hs_config *cfg = d->w->run->cfg;
+    char user[HS_DEVICE_ID_MAX + 300], pass[HS_PASSWORD_MAX];
+    snprintf(user, sizeof(user), "%s/%s/?api-version=%s", cfg->hub, d->id,
+             HS_API_VERSION);
+    struct hs_mqtt_connect c = {
+        .client_id = hs_mqtt_cstr(d->id),
+        .username = hs_mqtt_cstr(user),
+        .password = hs_mqtt_cstr(hs_device_password(
+            cfg, d->id, (uint64_t)time(NULL), pass, sizeof(pass))),
+        .keepalive = (uint16_t)cfg->keepalive_s,
+        .clean_session = cfg->clean_session,
+    };
+    uint8_t *pkt = d->w->wbuf + HS_HEADROOM;
+    size_t n = hs_mqtt_connect_encode(pkt, HS_WBUF_SIZE - HS_HEADROOM, &c);
+    hs__set_state(d, HS_DEV_MQTT);
+    return hs__send_packet(d, HS_WS_BINARY, pkt, n);
+}
+
+/* ------------------------------------------------------------------ */
+/* Events and I/O                                                      */
+/* ------------------------------------------------------------------ */
+
+static void hs__on_io(struct hg_loop *loop, struct hg_io *io, uint32_t ev)
+{
+    struct hs_device *d = hg_container_of(io, struct hs_device, io);
+    (void)loop;
+    switch (d->state) {
+    case HS_DEV_TCP:
+        hs__tcp_done(d);
+        return;
+    case HS_DEV_TLS:
+        hs__tls_step(d);
+        return;
+    case HS_DEV_WS:
+    case HS_DEV_MQTT:
+    case HS_DEV_SUB:
+    case HS_DEV_RUN:
+    case HS_DEV_DRAIN:
+        if (d->out.len > d->out.off && (ev & EPOLLOUT) && !hs__flush(d))
+            return;
+        if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP) || d->want_out)
+            hs__read(d);
+        return;
+    default:
+        return; /* a stale event for a connection already closed */
+    }
+}
+
+static void hs__on_timer(struct hg_loop *loop, struct hg_timer *t)
+{
+    struct hs_device *d = hg_container_of(t, struct hs_device, timer);
+    const struct hs_config *cfg = d->w->run->cfg;
+    (void)loop;
+    switch (d->state) {
+    case HS_DEV_IDLE:
+        hs__connect(d);
+        return;
+    case HS_DEV_TCP:
+        hs__fail(d, HS_ERR_TCP_TIMEOUT, "no TCP connection in %" PRIu64 " ms",
+                 cfg->connect_timeout_ms);
+        return;
+    case HS_DEV_TLS:
+    case HS_DEV_WS:
+    case HS_DEV_MQTT:
+    case HS_DEV_SUB:
+        hs__fail(d, HS_ERR_TIMEOUT, "%s for more than %" PRIu64 " ms",
+                 hs__state_names[d->state], cfg->connect_timeout_ms);
+        return;
+    case HS_DEV_RUN:
+        hs__publish_due(d);
+        return;
+    default:
+        return;
+    }
+}
+
+/* Keep-alive and the PUBACK and PINGRESP deadlines. */
+static void hs__on_ka(struct hg_loop *loop, struct hg_timer *t)
+{
+    struct hs_device *d = hg_container_of(t, struct hs_device, ka);
+    const struct hs_config *cfg = d->w->run->cfg;
+    uint64_t now_us = hs__now_us(), limit_us = cfg->ack_timeout_ms * 1000;
+    if (d->ping_out && loop->now >= d->ping_sent + cfg->ack_timeout_ms) {
+        hs__fail(d, HS_ERR_PING_TIMEOUT, "no PINGRESP in %" PRIu64 " ms",
+                 cfg->ack_timeout_ms);
+        return;
+    }
+    for (uint32_t i = 0; i < d->ninflight; i++) {
+        if (now_us - d->inflight[i].sent_us >= limit_us) {
+            hs__fail(d, HS_ERR_ACK_TIMEOUT, "no PUBACK in %" PRIu64 " ms",
+                     cfg->ack_timeout_ms);
+            return;
+        }
+    }
+    if (cfg->keepalive_s && !d->ping_out &&
+        loop->now >= d->last_send + cfg->keepalive_s * 1000ull) {
+        uint8_t *pkt = d->w->wbuf + HS_HEADROOM;
+        size_t n = hs_mqtt_empty_encode(pkt, 2, HS_MQTT_PINGREQ);
+        d->ping_out = true;
+        d->ping_sent = loop->now;
+        if (!hs__send_packet(d, HS_WS_BINARY, pkt, n))
+            return;
+    }
+    hs__ka_arm(d);
+}
+
+/* Arms the keep-alive timer for the earliest deadline that applies. */
+static void hs__ka_arm(struct hs_device *d)
+{
+    const struct hs_config *cfg = d->w->run->cfg;
+    struct hg_loop *loop = &d->w->loop;
+    uint64_t next = UINT64_MAX;
+    if (d->state < HS_DEV_SUB || d->state > HS_DEV_DRAIN)
+        return;
+    if (d->ping_out)
+        next = d->ping_sent + cfg->ack_timeout_ms;
+    else if (cfg->keepalive_s)
+        next = d->last_send + cfg->keepalive_s * 1000ull;
+    if (d->ninflight > 0) {
+        uint64_t oldest = d->inflight[0].sent_us, now_us = hs__now_us();
+        for (uint32_t i = 1; i < d->ninflight; i++)
+            if (d->inflight[i].sent_us < oldest)
+                oldest = d->inflight[i].sent_us;
+        uint64_t age_ms = (now_us - oldest) / 1000;
+        uint64_t left =
+            age_ms < cfg->ack_timeout_ms ? cfg->ack_timeout_ms - age_ms : 0;
+        if (loop->now + left < next)
+            next = loop->now + left;
+    }
+    if (next == UINT64_MAX)
+        hg_timer_stop(loop, &d->ka);
+    else
+        hg_timer_start(loop, &d->ka, next > loop->now ? next - loop->now : 0);
+}
+
+/* Registers for what the connection waits on. Returns false if dropped. */
+static bool hs__update_events(struct hs_device *d)
+{
+    uint32_t want = EPOLLIN;
+    if (d->out.len > d->out.off || d->want_out)
+        want |= EPOLLOUT;
+    if (want == d->events)
+        return true;
+    int rc = hg_io_mod(&d->w->loop, &d->io, want);
+    if (rc < 0) {
+        hs__fail(d, HS_ERR_LOCAL, "epoll: %s", strerror(-rc));
+        return false;
+    }
+    d->events = want;
+    return true;
+}
+
+/*
+ * Writes data, or queues what the socket does not take now behind what is
+ * already queued. Returns false when the connection failed (and is gone).
+ */
+static bool hs__send(struct hs_device *d, const uint8_t *data, size_t len)
+{
+    size_t off = 0;
+    d->last_send = d->w->loop.now;
+    while (d->out.len == d->out.off && off < len) {
+        struct hs_tls_failure f;
+        size_t n = 0;
+        enum hs_tls_rc rc = hs_tls_write(d->ssl, data + off, len - off, &n, &f);
+        if (rc == HS_TLS_FAILED) {
+            hs__tls_fail(d, &f);
+            return false;
+        }
+        if (rc != HS_TLS_OK)
+            break;
+        off += n;
+    }
+    if (off < len && !hs__buf_add(&d->out, data + off, len - off)) {
+        hs__fail(d, HS_ERR_LOCAL, "no memory for the send queue");
+        return false;
+    }
+    return hs__update_events(d);
+}
+
+/*
+ * Sends one MQTT packet (or, for op other than BINARY, a control frame's
+ * payload). pkt must have HS_HEADROOM bytes free before it: over
+ * WebSockets the frame head goes there and the payload is masked in place.
+ */
+static bool hs__send_packet(struct hs_device *d, enum hs_ws_opcode op,
+                            uint8_t *pkt, size_t len)
+{
+    if (d->w->run->cfg->protocol != HS_PROTO_MQTT_WS)
+        return hs__send(d, pkt, len);
+    uint32_t m = (uint32_t)hs_rand(&d->w->rng);
+    uint8_t mask[4];
+    memcpy(mask, &m, sizeof(mask));
+    size_t hlen = hs_ws_header_size(len, true);
+    hs_ws_header(pkt - hlen, op, len, mask);
+    hs_ws_mask(pkt, len, mask, 0);
+    return hs__send(d, pkt - hlen, len + hlen);
+}
+
+/* Writes queued bytes while the socket takes them. */
+static bool hs__flush(struct hs_device *d)
+{
+    while (d->out.len > d->out.off) {
+        struct hs_tls_failure f;
+        size_t n = 0;
+        enum hs_tls_rc rc = hs_tls_write(d->ssl, d->out.data + d->out.off,
+                                         d->out.len - d->out.off, &n, &f);
+        if (rc == HS_TLS_FAILED) {
+            hs__tls_fail(d, &f);
+            return false;
+        }
+        if (rc != HS_TLS_OK)
+            break;
+        d->out.off += n;
+    }
+    if (d->out.off == d->out.len)
+        hs__buf_free(&d->out);
+    return hs__update_events(d);
+}
+
+/* Reads until the socket is empty; each piece goes to hs__input. */
+static void hs__read(struct hs_device *d)
+{
+    uint8_t *buf = d->w->rbuf;
+    for (;;) {
+        struct hs_tls_failure f;
+        size_t n = 0;
+        enum hs_tls_rc rc = hs_tls_read(d->ssl, buf, HS_RBUF_SIZE, &n, &f);
+        if (rc == HS_TLS_OK) {
+            if (!hs__input(d, buf, n))
+                return;
+            continue;
+        }
+        if (rc == HS_TLS_FAILED) {
+            hs__tls_fail(d, &f);
+            return;
+        }
+        d->want_out = rc == HS_TLS_WANT_WRITE;
+        hs__update_events(d);
+        return;
+    }
+}
+
+/* Routes bytes read: upgrade answer, WebSocket frames or MQTT. */
+static bool hs__input(struct hs_device *d, const uint8_t *data, size_t len)
+{
+    if (d->state == HS_DEV_WS) {
+        if (!hs__buf_add(&d->in, data, len)) {
+            hs__fail(d, HS_ERR_LOCAL, "no memory for input");
+            return false;
+        }
+        if (d->in.len - d->in.off > HS_WS_RESPONSE_MAX + HS_RBUF_SIZE) {
+            hs__fail(d, HS_ERR_WS, "upgrade: answer too long");
+            return false;
+        }
+        return hs__ws_answer(d);
+    }
+    if (d->ws != NULL)
+        return hs__ws_input(d, data, len);
+    return hs__mqtt_input(d, data, len);
+}
+
+static bool hs__ws_input(struct hs_device *d, const uint8_t *data, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        struct hs_ws_event ev;
+        size_t used = 0;
+        const char *why = NULL;
+        enum hs_ws_rc rc =
+            hs_ws_decode(d->ws, data + off, len - off, &used, &ev, &why);
+        off += used;
+        if (rc == HS_WS_ERROR) {
+            hs__fail(d, HS_ERR_WS, "%s", why);
+            return false;
+        }
+        if (rc == HS_WS_AGAIN)
+            break;
+        if (ev.type == HS_WS_EV_DATA && !hs__mqtt_input(d, ev.data, ev.len))
+            return false;
+        if (ev.type == HS_WS_EV_PING) {
+            uint8_t *pkt = d->w->wbuf + HS_HEADROOM;
+            memcpy(pkt, ev.data, ev.len);
+            if (!hs__send_packet(d, HS_WS_PONG, pkt, ev.len))
+                return false;
+        }
+        if (ev.type == HS_WS_EV_CLOSE) {
+            hs__fail(d, HS_ERR_WS, "the server closed the WebSocket (%u)",
+                     ev.close_code);
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * Decodes MQTT packets from data, straight from the read buffer when no
+ * partial packet is waiting, and keeps any incomplete tail.
+ */
+static bool hs__mqtt_input(struct hs_device *d, const uint8_t *data, size_t len)
+{
+    size_t used = 0;
+    if (d->in.len == d->in.off) {
+        if (!hs__mqtt_packets(d, data, len, &used))
+            return false;
+        if (used < len && !hs__buf_add(&d->in, data + used, len - used)) {
+            hs__fail(d, HS_ERR_LOCAL, "no memory for input");
+            return false;
+        }
+        return true;
+    }
+    if (!hs__buf_add(&d->in, data, len)) {
+        hs__fail(d, HS_ERR_LOCAL, "no memory for input");
+        return false;
+    }
+    if (!hs__mqtt_packets(d, d->in.data + d->in.off, d->in.len - d->in.off,
+                          &used))
+        return false;
+    d->in.off += used;
+    if (d->in.off == d->in.len)
+        hs__buf_free(&d->in);
+    return true;
+}
+
+/* Handles every whole packet in buf; *used says how far that got. */
+static bool hs__mqtt_packets(struct hs_device *d, const uint8_t *buf,
+                             size_t len, size_t *used)
+{
+    size_t off = 0;
+    while (off < len) {
+        struct hs_mqtt_packet p;
+        size_t n = 0;
+        const char *why = NULL;
+        enum hs_mqtt_rc rc =
+            hs_mqtt_decode(buf + off, len - off, HS_MQTT_IN_MAX, &p, &n, &why);
+        if (rc == HS_MQTT_AGAIN)
+            break;
+        if (rc == HS_MQTT_ERROR) {
+            hs__fail(d, HS_ERR_PROTOCOL, "bad packet from the hub: %s", why);
+            return false;
+        }
+        off += n;
+        if (!hs__packet(d, &p))
+            return false;
+    }
+    *used = off;
+    return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* MQTT                                                                */
+/* ------------------------------------------------------------------ */
+
+/* One packet from the hub. Returns false when the device stopped. */
+static bool hs__packet(struct hs_device *d, const struct hs_mqtt_packet *p)
+{
+    if (d->state == HS_DEV_MQTT) {
+        if (p->type == HS_MQTT_CONNACK)
+            return hs__on_connack(d, &p->u.connack);
+        hs__fail(d, HS_ERR_PROTOCOL, "%s before CONNACK",
+                 hs_mqtt_type_name(p->type));
+        return false;
+    }
+    switch (p->type) {
+    case HS_MQTT_SUBACK:
+        return hs__on_suback(d, &p->u.suback);
+    case HS_MQTT_PUBACK:
+        return hs__on_puback(d, p->u.packet_id);
+    case HS_MQTT_PINGRESP:
+        d->ping_out = false;
+        hs__ka_arm(d);
+        return true;
+    case HS_MQTT_PUBLISH:
+        return hs__on_c2d(d, &p->u.publish);
+    default:
+        hs__fail(d, HS_ERR_PROTOCOL, "unexpected %s",
+                 hs_mqtt_type_name(p->type));
+        return false;
+    }
+}
+
+static bool hs__on_connack(struct hs_device *d, const struct hs_mqtt_connack *c)
+{
+    const struct hs_config *cfg = d->w->run->cfg;
+    struct hs_stats *st = &d->w->stats;
+    if (c->code != HS_MQTT_ACCEPTED) {
+        hs_stat_add(&st->connack[c->code], 1);
+        hs__fail(d, HS_ERR_CONNACK, "CONNACK %u: %s", c->code,
+                 hs_mqtt_connack_text(c->code));
+        return false;
+    }
+    hs_stats_latency(st, &st->connect_all, hs__now_us() - d->t_start_us);
+    hs_stat_add(&st->connects, 1);
+    if (d->ever_connected)
+        hs_stat_add(&st->reconnects, 1);
+    d->ever_connected = true;
+    d->failures = 0;
+    if (!cfg->c2d)
+        return hs__run_start(d);
+    char filter[HS_DEVICE_ID_MAX + 64];
+    snprintf(filter, sizeof(filter), "devices/%s/messages/devicebound/#",
+             d->id);
+    d->sub_id = d->next_id++;
+    if (d->next_id == 0)
+        d->next_id = 1;
+    struct hs_mqtt_subscribe s = {
+        .packet_id = d->sub_id, .filter = hs_mqtt_cstr(filter), .qos = 1};
+    uint8_t *pkt = d->w->wbuf + HS_HEADROOM;
+    size_t n = hs_mqtt_subscribe_encode(pkt, HS_WBUF_SIZE - HS_HEADROOM, &s);
+    hs__set_state(d, HS_DEV_SUB);
+    if (!hs__send_packet(d, HS_WS_BINARY, pkt, n))
+        return false;
+    hs__ka_arm(d);
+    return true;
+}
+
+static bool hs__on_suback(struct hs_device *d, const struct hs_mqtt_suback *s)
+{
+    if (d->state != HS_DEV_SUB || s->packet_id != d->sub_id) {
+        hs__fail(d, HS_ERR_PROTOCOL, "SUBACK %u that was not asked for",
+                 s->packet_id);
+        return false;
+    }
+    if (s->codes[0] == 0x80) {
+        hs__fail(d, HS_ERR_PROTOCOL, "cloud-to-device subscription refused");
+        return false;
+    }
+    return hs__run_start(d);
+}
+
+static bool hs__on_puback(struct hs_device *d, uint16_t id)
+{
+    struct hs_stats *st = &d->w->stats;
+    uint32_t i = 0;
+    while (i < d->ninflight && d->inflight[i].id != id)
+        i++;
+    if (i == d->ninflight) {
+        hs__fail(d, HS_ERR_PROTOCOL, "PUBACK %u for no message in flight", id);
+        return false;
+    }
+    hs_stats_latency(st, &st->puback_all,
+                     hs__now_us() - d->inflight[i].sent_us);
+    d->inflight[i] = d->inflight[--d->ninflight];
+    hs_stat_add(&st->acked, 1);
+    if (d->state == HS_DEV_DRAIN && d->ninflight == 0) {
+        hs__finish(d);
+        return false;
+    }
+    if (d->blocked && d->state == HS_DEV_RUN) {
+        uint64_t now = d->w->loop.now;
+        d->blocked = false;
+        hg_timer_start(&d->w->loop, &d->timer,
+                       d->next_due > now ? d->next_due - now : 0);
+    }
+    return true;
+}
+
+/* A cloud-to-device message: counted, and acknowledged at QoS 1. */
+static bool hs__on_c2d(struct hs_device *d, const struct hs_mqtt_publish *p)
+{
+    hs_stat_add(&d->w->stats.c2d, 1);
+    if (p->qos == 0)
+        return true;
+    if (p->qos > 1) {
+        hs__fail(d, HS_ERR_PROTOCOL, "PUBLISH at QoS 2");
+        return false;
+    }
+    uint8_t *pkt = d->w->wbuf + HS_HEADROOM;
+    size_t n = hs_mqtt_ack_encode(pkt, 4, HS_MQTT_PUBACK, p->packet_id);
+    return hs__send_packet(d, HS_WS_BINARY, pkt, n);
+}
+
+/* Connected: plan the next publish (the first after a random delay). */
+static bool hs__run_start(struct hs_device *d)
+{
+    const struct hs_config *cfg = d->w->run->cfg;
+    uint64_t now = d->w->loop.now;
+    hs__set_state(d, HS_DEV_RUN);
+    if (atomic_load(&d->w->run->phase) != HS_PHASE_RUN ||
+        (cfg->messages && d->sent >= cfg->messages)) {
+        hs__drain(d);
+        return false;
+    }
+    if (d->next_due == 0)
+        d->next_due = now + hs_rand(&d->w->rng) % (cfg->intervals[0] + 1);
+    else if (d->next_due < now)
+        d->next_due = now;
+    hg_timer_start(&d->w->loop, &d->timer, d->next_due - now);
+    hs__ka_arm(d);
+    return true;
+}
+
+/* The schedule says publish: do, unless the window is full or done. */
+static void hs__publish_due(struct hs_device *d)
+{
+    const struct hs_config *cfg = d->w->run->cfg;
+    struct hg_loop *loop = &d->w->loop;
+    if (atomic_load(&d->w->run->phase) != HS_PHASE_RUN ||
+        (cfg->messages && d->sent >= cfg->messages)) {
+        hs__drain(d);
+        return;
+    }
+    if (cfg->qos > 0 && d->ninflight >= cfg->inflight) {
+        d->blocked = true;
+        return;
+    }
+    if (!hs__publish(d))
+        return;
+    uint32_t interval = cfg->intervals[d->interval_idx++ % cfg->nintervals];
+    d->next_due += interval;
+    if (loop->now >= d->next_due + interval) {
+        hs_stat_add(&d->w->stats.overrun, 1);
+        d->next_due = loop->now;
+    }
+    if (cfg->messages && d->sent >= cfg->messages) {
+        hs__drain(d);
+        return;
+    }
+    hg_timer_start(loop, &d->timer,
+                   d->next_due > loop->now ? d->next_due - loop->now : 0);
+}
+
+/* Renders, encodes and sends one telemetry message. */
+static bool hs__publish(struct hs_device *d)
+{
+    struct hs_worker *w = d->w;
+    const struct hs_config *cfg = w->run->cfg;
+    char topic[HS_DEVICE_ID_MAX + 1024];
+    size_t plen = cfg->payload_size;
+    if (plen == 0) {
+        struct hs_template_ctx ctx = {.device_id = d->id,
+                                      .machine_name = w->run->machine_name,
+                                      .iteration = d->sent,
+                                      .rng = &w->rng};
+        clock_gettime(CLOCK_REALTIME, &ctx.now);
+        plen = hs_template_render(&cfg->template, &ctx, (char *)w->pbuf,
+                                  HS_PAYLOAD_MAX);
+    }
+    snprintf(topic, sizeof(topic), "devices/%s/messages/events/%s", d->id,
+             cfg->properties ? cfg->properties : "");
+    struct hs_mqtt_publish pub = {.topic = hs_mqtt_cstr(topic),
+                                  .payload = w->pbuf,
+                                  .payload_len = plen,
+                                  .qos = cfg->qos};
+    if (cfg->qos > 0) {
+        pub.packet_id = d->next_id++;
+        if (d->next_id == 0)
+            d->next_id = 1;
+        d->inflight[d->ninflight++] =
+            (struct hs_inflight){hs__now_us(), pub.packet_id};
+    }
+    uint8_t *pkt = w->wbuf + HS_HEADROOM;
+    size_t n = hs_mqtt_publish_encode(pkt, HS_WBUF_SIZE - HS_HEADROOM, &pub);
+    d->sent++;
+    hs_stat_add(&w->stats.sent, 1);
+    if (!hs__send_packet(d, HS_WS_BINARY, pkt, n))
+        return false;
+    if (d->ninflight == 1)
+        hs__ka_arm(d);
+    return true;
+}
+
+/* Nothing more to send: finish now, or once the last PUBACK is in. */
+static void hs__drain(struct hs_device *d)
+{
+    hg_timer_stop(&d->w->loop, &d->timer);
+    d->blocked = false;
+    if (d->state != HS_DEV_RUN || d->ninflight == 0) {
+        hs__finish(d);
+        return;
+    }
+    hs__set_state(d, HS_DEV_DRAIN);
+}
+
+/* The device is done: DISCONNECT, a WebSocket close, TLS close_notify. */
+static void hs__finish(struct hs_device *d)
+{
+    uint8_t *pkt = d->w->wbuf + HS_HEADROOM;
+    size_t n = hs_mqtt_empty_encode(pkt, 2, HS_MQTT_DISCONNECT);
+    if (!hs__send_packet(d, HS_WS_BINARY, pkt, n))
+        return; /* failed, counted, and on its way to DONE */
+    if (d->ws != NULL) {
+        pkt[0] = 0x03; /* 1000: normal closure */
+        pkt[1] = 0xE8;
+        if (!hs__send_packet(d, HS_WS_CLOSE, pkt, 2))
+            return;
+    }
+    hs__drop(d, true);
+    hs__set_state(d, HS_DEV_DONE);
+}
+
+/* ------------------------------------------------------------------ */
+/* Failures                                                            */
+/* ------------------------------------------------------------------ */
+
+static void hs__fail(struct hs_device *d, enum hs_err kind, const char *fmt,
+                     ...)
+{
+    char text[HS_SAMPLE_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    hs_stats_error(&d->w->stats, kind, d->id, "%s", text);
+    hs__drop(d, false);
+    hs__after_drop(d);
+}
+
+/*
+ * Closes the connection, if any, and forgets its state. Messages still in
+ * flight are counted lost.
+ */
+static void hs__drop(struct hs_device *d, bool graceful)
+{
+    struct hg_loop *loop = &d->w->loop;
+    hg_timer_stop(loop, &d->timer);
+    hg_timer_stop(loop, &d->ka);
+    if (d->ssl != NULL) {
+        if (graceful)
+            hs_tls_close(d->ssl);
+        else
+            SSL_free(d->ssl);
+        d->ssl = NULL;
+    }
+    if (d->io.fd >= 0) {
+        hg_io_del(loop, &d->io);
+        close(d->io.fd);
+        d->io.fd = -1;
+    }
+    d->events = 0;
+    hs__buf_free(&d->out);
+    hs__buf_free(&d->in);
+    free(d->ws);
+    d->ws = NULL;
+    hs_stat_add(&d->w->stats.lost, d->ninflight);
+    d->ninflight = 0;
+    d->blocked = d->ping_out = d->want_out = false;
+}
+
+/* After a failure: back off and try again, give up, or stop. */
+static void hs__after_drop(struct hs_device *d)
+{
+    const struct hs_config *cfg = d->w->run->cfg;
+    bool all_sent = cfg->messages && d->sent >= cfg->messages;
+    if (atomic_load(&d->w->run->phase) != HS_PHASE_RUN || all_sent) {
+        hs__set_state(d, HS_DEV_DONE);
+        return;
+    }
+    d->failures++;
+    if (cfg->max_attempts && d->failures >= cfg->max_attempts) {
+        hs_stat_add(&d->w->stats.gave_up, 1);
+        hs__set_state(d, HS_DEV_DONE);
+        return;
+    }
+    unsigned shift = d->failures - 1 < 30 ? d->failures - 1 : 30;
+    uint64_t cap = cfg->backoff_base_ms << shift;
+    if (cap > cfg->backoff_max_ms || cap >> shift != cfg->backoff_base_ms)
+        cap = cfg->backoff_max_ms;
+    uint64_t delay = hs_rand(&d->w->rng) % (cap + 1);
+    hs__set_state(d, HS_DEV_IDLE);
+    hg_timer_start(&d->w->loop, &d->timer, delay);
+}
+
+static enum hs_err hs__errno_kind(int err)
+{
+    switch (err) {
+    case ECONNREFUSED:
+        return HS_ERR_TCP_REFUSED;
+    case ECONNRESET:
+    case EPIPE:
+    case ECONNABORTED:
+        return HS_ERR_TCP_RESET;
+    case ETIMEDOUT:
+        return HS_ERR_TCP_TIMEOUT;
+    case EMFILE:
+    case ENFILE:
+    case ENOBUFS:
+    case ENOMEM:
+    case EADDRNOTAVAIL:
+    case EADDRINUSE:
+    case EAFNOSUPPORT:
+        return HS_ERR_LOCAL;
+    default:
+        return HS_ERR_TCP_OTHER;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Buffers                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Appends, growing (and first compacting) as needed. */
+static bool hs__buf_add(struct hs_buf *b, const uint8_t *data, size_t len)
+{
+    if (b->off > 0 && b->len + len > b->cap) {
+        memmove(b->data, b->data + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+    }
+    if (b->len + len > b->cap) {
+        size_t cap = b->cap ? b->cap : 512;
+        while (cap < b->len + len)
+            cap *= 2;
+        uint8_t *n = realloc(b->data, cap);
+        if (n == NULL)
+            return false;
+        b->data = n;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    return true;
+}
+
+static void hs__buf_free(struct hs_buf *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof(*b));
+}

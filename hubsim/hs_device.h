@@ -1,0 +1,109 @@
+/*
+ * hs_device: one simulated device and its connection, as a state machine
+ * driven by its worker's event loop:
+ *
+ *   IDLE -> TCP -> TLS -> [WS] -> MQTT -> [SUB] -> RUN -> DRAIN -> DONE
+ *     ^                                              |
+ *     +---- back-off (exponential, full jitter) <----+ on any failure
+ *
+ * TCP connects to the run's address; TLS sends the hub's name as SNI and
+ * checks the certificate for it; WS is the HTTP upgrade for mqtt-ws; MQTT
+ * waits for CONNACK; SUB for the C2D SUBACK. RUN publishes on a fixed-rate
+ * schedule with up to --inflight QoS 1 messages unacknowledged; DRAIN waits
+ * for the last PUBACKs once nothing is left to send. Messages in flight
+ * when a connection ends are counted lost, never sent again, so what the
+ * hub received and what was acknowledged can be compared exactly.
+ */
+#ifndef HS_DEVICE_H
+#define HS_DEVICE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#include "hg_loop.h"
+
+#include "hs_opts.h"
+#include "hs_worker.h"
+#include "hs_ws.h"
+
+enum hs_dev_state {
+    HS_DEV_IDLE,  /* not started, or waiting to reconnect */
+    HS_DEV_TCP,   /* TCP connect in progress */
+    HS_DEV_TLS,   /* TLS handshake */
+    HS_DEV_WS,    /* upgrade request sent, reading the answer */
+    HS_DEV_MQTT,  /* CONNECT sent, waiting for CONNACK */
+    HS_DEV_SUB,   /* SUBSCRIBE sent, waiting for SUBACK */
+    HS_DEV_RUN,   /* publishing */
+    HS_DEV_DRAIN, /* nothing left to send; waiting for PUBACKs */
+    HS_DEV_DONE,  /* finished for good */
+};
+
+/* Bytes not yet written, or a packet not yet whole: data[off..len). */
+struct hs_buf {
+    uint8_t *data;
+    size_t off;
+    size_t len;
+    size_t cap;
+};
+
+struct hs_inflight {
+    uint64_t sent_us;
+    uint16_t id;
+};
+
+struct hs_device {
+    struct hs_worker *w;
+    const char *id; /* owned by the config */
+    uint32_t index; /* in the fleet; picks the --bind address */
+    enum hs_dev_state state;
+    struct hg_io io;       /* fd -1 while not connected */
+    uint32_t events;       /* what io is registered for */
+    struct hg_timer timer; /* connect deadline, back-off, next publish */
+    struct hg_timer ka;    /* keep-alive, PUBACK and PINGRESP deadlines */
+    SSL *ssl;
+    struct hs_ws_decoder *ws; /* mqtt-ws, once upgraded */
+    char ws_key[HS_WS_KEY_LEN + 1];
+    struct hs_buf out;
+    struct hs_buf in;
+    bool ever_connected;
+    bool blocked;      /* a publish is due but --inflight are unacknowledged */
+    bool ping_out;     /* a PINGREQ waits for its PINGRESP */
+    bool want_out;     /* TLS needs the socket writable */
+    uint32_t failures; /* in a row, since the last CONNACK */
+    uint64_t t_start_us; /* this connection attempt began */
+    uint64_t t_tcp_us;   /* its TCP connect finished */
+    uint64_t sent;       /* messages published, over every connection */
+    uint64_t next_due;   /* loop ms of the next publish; 0: not yet planned */
+    uint64_t last_send;  /* loop ms */
+    uint64_t ping_sent;  /* loop ms */
+    uint32_t interval_idx;
+    uint16_t next_id;
+    uint16_t sub_id;
+    struct hs_inflight *inflight;
+    uint32_t ninflight;
+};
+
+/* Sets d up as device id of w; returns 0 or -ENOMEM. */
+int hs_device_init(struct hs_device *d, struct hs_worker *w, const char *id,
+                   uint32_t index);
+void hs_device_deinit(struct hs_device *d);
+
+/* The ramp starts the device: its first connection attempt. */
+void hs_device_start(struct hs_device *d);
+
+/* The run moved to DRAIN or STOP. */
+void hs_device_phase(struct hs_device *d, enum hs_phase phase);
+
+/*
+ * The MQTT password for device_id under cfg: a SAS token expiring at
+ * cfg->sas_expiry or now_s + the token lifetime, written into buf (cap
+ * bytes); the configured token; or NULL when there are no credentials.
+ */
+const char *hs_device_password(const struct hs_config *cfg,
+                               const char *device_id, uint64_t now_s, char *buf,
+                               size_t cap);
+
+#endif

@@ -1,0 +1,1069 @@
+#include "hs_opts.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "hg_log.h"
+#include "hg_units.h"
+
+/* Every setting, by flag and by environment name. */
+enum hs__id {
+    O_HUB,
+    O_CONNSTR,
+    O_DEVICE_KEY,
+    O_GROUP_KEY,
+    O_POLICY_NAME,
+    O_POLICY_KEY,
+    O_SAS_TOKEN,
+    O_SAS_TTL,
+    O_SAS_EXPIRY,
+    O_PROTOCOL,
+    O_CONNECT_TO,
+    O_CAFILE,
+    O_WS_PATH,
+    O_BIND,
+    O_DEVICES,
+    O_PREFIX,
+    O_INDEX,
+    O_DEVICE_LIST,
+    O_MESSAGES,
+    O_INTERVAL,
+    O_INTERVALS,
+    O_DURATION,
+    O_QOS,
+    O_TEMPLATE,
+    O_PAYLOAD_SIZE,
+    O_PROPERTIES,
+    O_RAMP,
+    O_INFLIGHT,
+    O_KEEPALIVE,
+    O_CONNECT_TIMEOUT,
+    O_ACK_TIMEOUT,
+    O_DRAIN_TIMEOUT,
+    O_BACKOFF_BASE,
+    O_BACKOFF_MAX,
+    O_MAX_ATTEMPTS,
+    O_CLEAN_SESSION,
+    O_C2D,
+    O_THREADS,
+    O_REPORT_JSON,
+    O_QUIET,
+    O_LOG_LEVEL,
+    O_MAX_P99,
+    O_MAX_ERRORS,
+    O_MIN_RATE,
+    O_PRINT_TOKEN,
+    O_HELP,
+    O_VERSION,
+    O_N,
+};
+
+struct hs__opt {
+    const char *flag; /* without "--"; NULL: environment only */
+    const char *env;  /* NULL: flag only */
+    bool has_arg;
+};
+
+/* Where each setting's text came from. */
+struct hs__settings {
+    const char *value[O_N];
+    bool from_flag[O_N];
+};
+
+static const struct hs__opt hs__opts[O_N] = {
+    [O_HUB] = {"hub", NULL, true},
+    [O_CONNSTR] = {"connection-string", "IotHubConnectionString", true},
+    [O_DEVICE_KEY] = {"device-key", NULL, true},
+    [O_GROUP_KEY] = {"group-key", NULL, true},
+    [O_POLICY_NAME] = {"policy-name", NULL, true},
+    [O_POLICY_KEY] = {"policy-key", NULL, true},
+    [O_SAS_TOKEN] = {"sas-token", NULL, true},
+    [O_SAS_TTL] = {"sas-ttl", NULL, true},
+    [O_SAS_EXPIRY] = {"sas-expiry", NULL, true},
+    [O_PROTOCOL] = {"protocol", NULL, true},
+    [O_CONNECT_TO] = {"connect-to", NULL, true},
+    [O_CAFILE] = {"cafile", NULL, true},
+    [O_WS_PATH] = {"ws-path", NULL, true},
+    [O_BIND] = {"bind", NULL, true},
+    [O_DEVICES] = {"devices", "DeviceCount", true},
+    [O_PREFIX] = {"prefix", "DevicePrefix", true},
+    [O_INDEX] = {"index", "DeviceIndex", true},
+    [O_DEVICE_LIST] = {"device-list", "DeviceList", true},
+    [O_MESSAGES] = {"messages", "MessageCount", true},
+    [O_INTERVAL] = {"interval", "Interval", true},
+    [O_INTERVALS] = {NULL, "Intervals", true},
+    [O_DURATION] = {"duration", NULL, true},
+    [O_QOS] = {"qos", NULL, true},
+    [O_TEMPLATE] = {"template", "Template", true},
+    [O_PAYLOAD_SIZE] = {"payload-size", NULL, true},
+    [O_PROPERTIES] = {"properties", NULL, true},
+    [O_RAMP] = {"ramp", NULL, true},
+    [O_INFLIGHT] = {"inflight", NULL, true},
+    [O_KEEPALIVE] = {"keepalive", NULL, true},
+    [O_CONNECT_TIMEOUT] = {"connect-timeout", NULL, true},
+    [O_ACK_TIMEOUT] = {"ack-timeout", NULL, true},
+    [O_DRAIN_TIMEOUT] = {"drain-timeout", NULL, true},
+    [O_BACKOFF_BASE] = {"backoff-base", NULL, true},
+    [O_BACKOFF_MAX] = {"backoff-max", NULL, true},
+    [O_MAX_ATTEMPTS] = {"max-attempts", NULL, true},
+    [O_CLEAN_SESSION] = {"clean-session", NULL, true},
+    [O_C2D] = {"c2d", NULL, false},
+    [O_THREADS] = {"threads", NULL, true},
+    [O_REPORT_JSON] = {"report-json", NULL, true},
+    [O_QUIET] = {"quiet", NULL, false},
+    [O_LOG_LEVEL] = {"log-level", NULL, true},
+    [O_MAX_P99] = {"max-p99", NULL, true},
+    [O_MAX_ERRORS] = {"max-errors", NULL, true},
+    [O_MIN_RATE] = {"min-rate", NULL, true},
+    [O_PRINT_TOKEN] = {"print-token", NULL, false},
+    [O_HELP] = {"help", NULL, false},
+    [O_VERSION] = {"version", NULL, false},
+};
+
+/* The simulator's settings that hubsim reads but does not act on yet. */
+static const char *const hs__env_later[] = {
+    "Header",
+    "Variables",
+    "PayloadDistribution",
+    "File",
+    "Payloads",
+    "DuplicateEvery",
+    "FixPayload",
+    "FixPayloadSize",
+    "PartitionKey",
+    "EventHubConnectionString",
+    "KafkaConnectionProperties",
+    "KafkaTopic",
+};
+
+/* Environment names starting so are taken for simulator settings. */
+static const char *const hs__env_stems[] = {
+    "device", "message", "interval", "iothub", "payload", "template",
+};
+
+static const char hs__usage[] =
+    "usage: hubsim [options]\n"
+    "\n"
+    "Simulates IoT Hub devices: one MQTT connection each, over TLS or TLS\n"
+    "WebSockets, with IoT Hub's device authentication; measures and reports.\n"
+    "Settings also come from the IoT Telemetry Simulator's environment\n"
+    "variables (in brackets); a flag wins over the environment.\n"
+    "\n"
+    "Hub and transport:\n"
+    "  --hub NAME               hub host name: SNI, certificate, user name\n"
+    "  --connection-string CS   hub policy or device connection string\n"
+    "                           [IotHubConnectionString]\n"
+    "  --protocol P             mqtt (8883, default) or mqtt-ws (443)\n"
+    "  --connect-to IP:PORT     connect there; the hub name is still sent\n"
+    "                           and checked (like a hosts file entry)\n"
+    "  --cafile FILE            CA certificates to trust (default: system)\n"
+    "  --ws-path PATH           WebSocket path (/$iothub/websocket)\n"
+    "  --bind IP[,IP...]        local source addresses, used in turn\n"
+    "\n"
+    "Credentials (one of; default: the connection string's):\n"
+    "  --device-key KEY         base64 key shared by every device\n"
+    "  --group-key KEY          enrollment group key: each device's key is\n"
+    "                           HMAC-SHA256(KEY, device id)\n"
+    "  --policy-key KEY         hub policy key (with --policy-name, default\n"
+    "                           \"device\"); tokens carry skn\n"
+    "  --sas-token TOKEN        a ready-made token for every device\n"
+    "  --sas-ttl DURATION       token lifetime (1h)\n"
+    "  --sas-expiry SECONDS     fixed expiry, seconds since 1970\n"
+    "  --print-token            print each device's token and exit\n"
+    "\n"
+    "Devices:\n"
+    "  --devices N              how many [DeviceCount] (1)\n"
+    "  --prefix P               id prefix [DevicePrefix] (sim)\n"
+    "  --index N                first index [DeviceIndex] (1): ids are\n"
+    "                           prefix + six digits, sim000001\n"
+    "  --device-list A,B;C      explicit ids [DeviceList]\n"
+    "\n"
+    "Load:\n"
+    "  --messages N             per device, 0 = no limit [MessageCount] (100)\n"
+    "  --interval MS[,MS...]    between messages, cycled [Interval,\n"
+    "                           Intervals] (1000)\n"
+    "  --duration DURATION      stop sending after this long (30s, 5m)\n"
+    "  --qos 0|1                (1)\n"
+    "  --template TEXT          payload with $.DeviceId, $.Time, $.Counter,\n"
+    "                           ... [Template]\n"
+    "  --payload-size BYTES     fixed zero-filled payload instead\n"
+    "  --properties BAG         property bag after the topic (a=1&b=2)\n"
+    "  --ramp N                 connections started per second, 0 = all at\n"
+    "                           once (100)\n"
+    "  --inflight N             unacknowledged QoS 1 messages per device (16)\n"
+    "  --keepalive DURATION     MQTT keep-alive (60s)\n"
+    "  --connect-timeout D      TCP + TLS + CONNACK (30s)\n"
+    "  --ack-timeout D          PUBACK, SUBACK, PINGRESP (30s)\n"
+    "  --drain-timeout D        wait for the last PUBACKs at the end (10s)\n"
+    "  --backoff-base D         reconnect back-off base (1s), doubling per\n"
+    "  --backoff-max D          failure up to this cap (60s), full jitter\n"
+    "  --max-attempts N         give a device up after N failures in a row\n"
+    "                           (0 = never)\n"
+    "  --clean-session 0|1      (1)\n"
+    "  --c2d                    subscribe to cloud-to-device messages, count\n"
+    "  --threads N              event loops (one per core)\n"
+    "\n"
+    "Output and exit status:\n"
+    "  --report-json FILE       write the final report as JSON\n"
+    "  --quiet                  no live line\n"
+    "  --log-level L            error, warn, info (default), debug\n"
+    "  --max-p99 MS             fail when PUBACK p99 is above MS\n"
+    "  --max-errors N           fail on more than N errors\n"
+    "  --min-rate N             fail below N acknowledged messages/s\n"
+    "  --help, --version\n"
+    "\n"
+    "Exit status: 0 done and every threshold met, 1 a threshold failed,\n"
+    "2 bad settings, 3 could not start.\n";
+
+static enum hs_opts_rc hs__read_env(struct hs__settings *s, char **envp);
+static void hs__env_entry(struct hs__settings *s, const char *entry);
+static void hs__env_unknown(const char *name);
+static enum hs_opts_rc hs__read_argv(struct hs__settings *s, int argc,
+                                     char **argv);
+static int hs__find_flag(const char *name, size_t len);
+static void hs__flag_suggest(const char *name, size_t len);
+static int hs__finish(struct hs_config *cfg, const struct hs__settings *s);
+static int hs__fin_identity(struct hs_config *cfg,
+                            const struct hs__settings *s);
+static int hs__fin_connstr(struct hs_config *cfg, const struct hs__settings *s,
+                           bool explicit_ids, bool have_cred);
+static int hs__fin_credentials(struct hs_config *cfg,
+                               const struct hs__settings *s);
+static int hs__fin_transport(struct hs_config *cfg,
+                             const struct hs__settings *s);
+static int hs__fin_devices(struct hs_config *cfg, const struct hs__settings *s);
+static int hs__fin_load(struct hs_config *cfg, const struct hs__settings *s);
+static int hs__fin_timing(struct hs_config *cfg, const struct hs__settings *s);
+static int hs__fin_output(struct hs_config *cfg, const struct hs__settings *s);
+static int hs__bad(const struct hs__settings *s, enum hs__id id,
+                   const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static const char *hs__name(const struct hs__settings *s, enum hs__id id);
+static int hs__uint(const struct hs__settings *s, enum hs__id id, uint64_t min,
+                    uint64_t max, uint64_t *out);
+static int hs__number(const struct hs__settings *s, enum hs__id id,
+                      double *out);
+static int hs__duration(const struct hs__settings *s, enum hs__id id,
+                        uint64_t unit_ms, uint64_t *ms);
+static int hs__parse_duration(const char *text, uint64_t unit_ms, uint64_t *ms,
+                              const char **why);
+static int hs__intervals(struct hs_config *cfg, const struct hs__settings *s,
+                         enum hs__id id);
+static int hs__key(const struct hs__settings *s, enum hs__id id,
+                   struct hs_config *cfg);
+static int hs__ids_from_list(struct hs_config *cfg,
+                             const struct hs__settings *s);
+static int hs__ids_generated(struct hs_config *cfg,
+                             const struct hs__settings *s);
+static const char *hs__device_id_check(const char *id);
+static const char *hs__add_id(struct hs_config *cfg, const char *id,
+                              size_t len);
+static int hs__binds(struct hs_config *cfg, const struct hs__settings *s);
+static int hs__ip(const char *text, uint16_t port, struct sockaddr_storage *ss,
+                  socklen_t *len);
+
+/* ------------------------------------------------------------------ */
+/* Entry points                                                        */
+/* ------------------------------------------------------------------ */
+
+enum hs_opts_rc hs_opts_parse(struct hs_config *cfg, int argc, char **argv,
+                              char **envp)
+{
+    struct hs__settings s = {0};
+    memset(cfg, 0, sizeof(*cfg));
+    if (hs__read_env(&s, envp) != HS_OPTS_RUN)
+        return HS_OPTS_ERROR;
+    enum hs_opts_rc rc = hs__read_argv(&s, argc, argv);
+    if (rc != HS_OPTS_RUN)
+        return rc;
+    if (s.value[O_HELP] != NULL) {
+        fputs(hs__usage, stdout);
+        return HS_OPTS_EXIT;
+    }
+    if (s.value[O_VERSION] != NULL) {
+        printf("hubsim %s\n", HG_VERSION);
+        return HS_OPTS_EXIT;
+    }
+    if (hs__finish(cfg, &s) < 0) {
+        hs_config_free(cfg);
+        return HS_OPTS_ERROR;
+    }
+    return HS_OPTS_RUN;
+}
+
+void hs_config_free(struct hs_config *cfg)
+{
+    free(cfg->hub);
+    free(cfg->cafile);
+    free(cfg->ws_path);
+    free(cfg->binds);
+    free(cfg->policy);
+    free(cfg->token);
+    for (uint32_t i = 0; i < cfg->ndevices; i++)
+        free(cfg->device_ids[i]);
+    free(cfg->device_ids);
+    free(cfg->intervals);
+    hs_template_free(&cfg->template);
+    free(cfg->properties);
+    free(cfg->report_json);
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+const char *hs_protocol_name(enum hs_protocol p)
+{
+    return p == HS_PROTO_MQTT_WS ? "mqtt-ws" : "mqtt";
+}
+
+unsigned hs_opts_distance(const char *a, const char *b)
+{
+    size_t n = strlen(a), m = strlen(b);
+    if (n > 64 || m > 64)
+        return 99;
+    unsigned d[65][65];
+    for (size_t i = 0; i <= n; i++)
+        d[i][0] = (unsigned)i;
+    for (size_t j = 0; j <= m; j++)
+        d[0][j] = (unsigned)j;
+    for (size_t i = 1; i <= n; i++) {
+        for (size_t j = 1; j <= m; j++) {
+            int ca = tolower((unsigned char)a[i - 1]);
+            int cb = tolower((unsigned char)b[j - 1]);
+            unsigned best = d[i - 1][j - 1] + (ca != cb);
+            if (d[i - 1][j] + 1 < best)
+                best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best)
+                best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && ca == tolower((unsigned char)b[j - 2]) &&
+                tolower((unsigned char)a[i - 2]) == cb &&
+                d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    }
+    return d[n][m];
+}
+
+const char *hs_opts_suggest(const char *word, const char *const *candidates,
+                            size_t n)
+{
+    const char *best = NULL;
+    unsigned best_d = 99;
+    for (size_t i = 0; i < n; i++) {
+        if (candidates[i] == NULL)
+            continue;
+        unsigned d = hs_opts_distance(word, candidates[i]);
+        size_t len = strlen(candidates[i]);
+        unsigned limit = len >= 12 ? 3 : len >= 6 ? 2 : 1;
+        if (d <= limit && d < best_d) {
+            best = candidates[i];
+            best_d = d;
+        }
+    }
+    return best;
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading the environment and the command line                        */
+/* ------------------------------------------------------------------ */
+
+static enum hs_opts_rc hs__read_env(struct hs__settings *s, char **envp)
+{
+    for (char **e = envp; e != NULL && *e != NULL; e++)
+        hs__env_entry(s, *e);
+    return HS_OPTS_RUN;
+}
+
+/* One "NAME=value": a setting, a setting for later, a typo, or not ours. */
+static void hs__env_entry(struct hs__settings *s, const char *entry)
+{
+    const char *eq = strchr(entry, '=');
+    if (eq == NULL || eq == entry)
+        return;
+    char name[128];
+    size_t len = (size_t)(eq - entry);
+    if (len >= sizeof(name))
+        return;
+    memcpy(name, entry, len);
+    name[len] = '\0';
+    for (int id = 0; id < O_N; id++) {
+        if (hs__opts[id].env == NULL || strcasecmp(name, hs__opts[id].env))
+            continue;
+        if (eq[1] != '\0')
+            s->value[id] = eq + 1; /* an empty value counts as unset */
+        return;
+    }
+    for (size_t i = 0; i < sizeof(hs__env_later) / sizeof(char *); i++) {
+        if (strcasecmp(name, hs__env_later[i]) == 0) {
+            fprintf(stderr,
+                    "hubsim: warning: %s (environment) is not supported by "
+                    "hubsim yet; ignored\n",
+                    name);
+            return;
+        }
+    }
+    hs__env_unknown(name);
+}
+
+/* Warns about a name that looks meant for the simulator. */
+static void hs__env_unknown(const char *name)
+{
+    const char *known[O_N + sizeof(hs__env_later) / sizeof(char *)];
+    size_t n = 0;
+    for (int id = 0; id < O_N; id++)
+        if (hs__opts[id].env != NULL)
+            known[n++] = hs__opts[id].env;
+    for (size_t i = 0; i < sizeof(hs__env_later) / sizeof(char *); i++)
+        known[n++] = hs__env_later[i];
+    const char *near = hs_opts_suggest(name, known, n);
+    bool stem = false;
+    for (size_t i = 0; i < sizeof(hs__env_stems) / sizeof(char *); i++)
+        stem |=
+            strncasecmp(name, hs__env_stems[i], strlen(hs__env_stems[i])) == 0;
+    if (near == NULL && !stem)
+        return;
+    if (near == NULL) {
+        unsigned best = 99;
+        for (size_t i = 0; i < n; i++) {
+            unsigned d = hs_opts_distance(name, known[i]);
+            if (d < best) {
+                best = d;
+                near = known[i];
+            }
+        }
+    }
+    fprintf(stderr,
+            "hubsim: warning: unknown setting %s in the environment; did you "
+            "mean %s?\n",
+            name, near);
+}
+
+static enum hs_opts_rc hs__read_argv(struct hs__settings *s, int argc,
+                                     char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "-h") == 0)
+            arg = "--help";
+        if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
+            fprintf(stderr, "hubsim: unexpected argument %s (see --help)\n",
+                    arg);
+            return HS_OPTS_ERROR;
+        }
+        const char *name = arg + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        int id = hs__find_flag(name, len);
+        if (id < 0) {
+            hs__flag_suggest(name, len);
+            return HS_OPTS_ERROR;
+        }
+        const char *value = "1";
+        if (hs__opts[id].has_arg) {
+            if (eq == NULL && i + 1 >= argc) {
+                fprintf(stderr, "hubsim: --%s needs a value\n",
+                        hs__opts[id].flag);
+                return HS_OPTS_ERROR;
+            }
+            value = eq ? eq + 1 : argv[++i];
+        } else if (eq != NULL) {
+            fprintf(stderr, "hubsim: --%s takes no value\n", hs__opts[id].flag);
+            return HS_OPTS_ERROR;
+        }
+        s->value[id] = value;
+        s->from_flag[id] = true;
+    }
+    return HS_OPTS_RUN;
+}
+
+static int hs__find_flag(const char *name, size_t len)
+{
+    for (int id = 0; id < O_N; id++) {
+        const char *f = hs__opts[id].flag;
+        if (f != NULL && strlen(f) == len && strncmp(f, name, len) == 0)
+            return id;
+    }
+    return -1;
+}
+
+static void hs__flag_suggest(const char *name, size_t len)
+{
+    char word[64];
+    const char *flags[O_N];
+    snprintf(word, sizeof(word), "%.*s", (int)len, name);
+    for (int id = 0; id < O_N; id++)
+        flags[id] = hs__opts[id].flag;
+    const char *near = hs_opts_suggest(word, flags, O_N);
+    if (near != NULL)
+        fprintf(stderr, "hubsim: unknown option --%s; did you mean --%s?\n",
+                word, near);
+    else
+        fprintf(stderr, "hubsim: unknown option --%s (see --help)\n", word);
+}
+
+/* ------------------------------------------------------------------ */
+/* Turning settings into a configuration                               */
+/* ------------------------------------------------------------------ */
+
+static int hs__finish(struct hs_config *cfg, const struct hs__settings *s)
+{
+    if (hs__fin_devices(cfg, s) < 0 || hs__fin_identity(cfg, s) < 0 ||
+        hs__fin_transport(cfg, s) < 0 || hs__fin_load(cfg, s) < 0 ||
+        hs__fin_timing(cfg, s) < 0 || hs__fin_output(cfg, s) < 0)
+        return -1;
+    return 0;
+}
+
+/* Prints "hubsim: SETTING: message" and returns -1. */
+static int hs__bad(const struct hs__settings *s, enum hs__id id,
+                   const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "hubsim: %s: %s\n", hs__name(s, id), msg);
+    return -1;
+}
+
+/* "--devices" when the value came from a flag, "DeviceCount" otherwise. */
+static const char *hs__name(const struct hs__settings *s, enum hs__id id)
+{
+    static __thread char buf[64];
+    if (!s->from_flag[id] && hs__opts[id].env != NULL)
+        return hs__opts[id].env;
+    snprintf(buf, sizeof(buf), "--%s", hs__opts[id].flag);
+    return buf;
+}
+
+static int hs__uint(const struct hs__settings *s, enum hs__id id, uint64_t min,
+                    uint64_t max, uint64_t *out)
+{
+    const char *t = s->value[id];
+    char *end;
+    if (!isdigit((unsigned char)t[0]))
+        return hs__bad(s, id, "not a whole number: %s", t);
+    errno = 0;
+    unsigned long long v = strtoull(t, &end, 10);
+    if (*end != '\0')
+        return hs__bad(s, id, "not a whole number: %s", t);
+    if (errno == ERANGE || v < min || v > max)
+        return hs__bad(s, id, "%s is out of range (%llu..%llu)", t,
+                       (unsigned long long)min, (unsigned long long)max);
+    *out = v;
+    return 0;
+}
+
+static int hs__number(const struct hs__settings *s, enum hs__id id, double *out)
+{
+    char *end;
+    double v = strtod(s->value[id], &end);
+    if (end == s->value[id] || *end != '\0' || !isfinite(v) || v < 0)
+        return hs__bad(s, id, "not a number >= 0: %s", s->value[id]);
+    *out = v;
+    return 0;
+}
+
+/* A bare number counts in unit_ms; otherwise "500ms", "5s", "2m", "1h". */
+static int hs__parse_duration(const char *text, uint64_t unit_ms, uint64_t *ms,
+                              const char **why)
+{
+    size_t n = strspn(text, "0123456789");
+    if (n > 0 && text[n] == '\0') {
+        if (n > 12) {
+            *why = "too large";
+            return -1;
+        }
+        *ms = strtoull(text, NULL, 10) * unit_ms;
+        return 0;
+    }
+    return hg_duration_parse(text, ms, why);
+}
+
+static int hs__duration(const struct hs__settings *s, enum hs__id id,
+                        uint64_t unit_ms, uint64_t *ms)
+{
+    const char *why = NULL;
+    if (hs__parse_duration(s->value[id], unit_ms, ms, &why) < 0)
+        return hs__bad(s, id, "%s: %s", s->value[id], why);
+    return 0;
+}
+
+/* The interval list: milliseconds split on ',' or ';', each >= 1 ms. */
+static int hs__intervals(struct hs_config *cfg, const struct hs__settings *s,
+                         enum hs__id id)
+{
+    char *copy = strdup(s->value[id]), *save = NULL;
+    size_t cap = strlen(copy) / 2 + 1;
+    cfg->intervals = calloc(cap, sizeof(*cfg->intervals));
+    cfg->nintervals = 0;
+    for (char *tok = strtok_r(copy, ",;", &save); tok != NULL;
+         tok = strtok_r(NULL, ",;", &save)) {
+        while (*tok == ' ')
+            tok++;
+        uint64_t ms;
+        const char *why = NULL;
+        if (hs__parse_duration(tok, 1, &ms, &why) < 0 || ms < 1 ||
+            ms > 86400000) {
+            hs__bad(s, id, "bad interval %s (1 ms to 24 h)", tok);
+            free(copy);
+            return -1;
+        }
+        cfg->intervals[cfg->nintervals++] = (uint32_t)ms;
+    }
+    free(copy);
+    if (cfg->nintervals == 0)
+        return hs__bad(s, id, "no interval given");
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Identity: hub name, credentials, device ids                         */
+/* ------------------------------------------------------------------ */
+
+static int hs__fin_identity(struct hs_config *cfg, const struct hs__settings *s)
+{
+    if (s->value[O_HUB] != NULL)
+        cfg->hub = strdup(s->value[O_HUB]);
+    if (hs__fin_credentials(cfg, s) < 0)
+        return -1;
+    bool explicit_ids = s->value[O_DEVICES] || s->value[O_DEVICE_LIST];
+    if (s->value[O_CONNSTR] != NULL &&
+        hs__fin_connstr(cfg, s, explicit_ids, cfg->auth != HS_AUTH_NONE) < 0)
+        return -1;
+    if (cfg->hub == NULL) {
+        fprintf(stderr, "hubsim: no hub name: give --hub or a connection "
+                        "string (IotHubConnectionString)\n");
+        return -1;
+    }
+    const char *why = NULL;
+    size_t len = strlen(cfg->hub);
+    if (len > 0 && cfg->hub[len - 1] == '.')
+        cfg->hub[--len] = '\0';
+    if (hg_hostname_check(cfg->hub, len, &why) < 0) {
+        fprintf(stderr, "hubsim: hub name %s: %s\n", cfg->hub, why);
+        return -1;
+    }
+    uint64_t ttl_ms = 3600000;
+    if (s->value[O_SAS_TTL] && hs__duration(s, O_SAS_TTL, 1000, &ttl_ms) < 0)
+        return -1;
+    cfg->sas_ttl_s = ttl_ms / 1000 ? ttl_ms / 1000 : 1;
+    if (s->value[O_SAS_EXPIRY] &&
+        hs__uint(s, O_SAS_EXPIRY, 1, UINT32_MAX * 4ull, &cfg->sas_expiry) < 0)
+        return -1;
+    return 0;
+}
+
+/* At most one credential flag; it wins over a connection string's. */
+static int hs__fin_credentials(struct hs_config *cfg,
+                               const struct hs__settings *s)
+{
+    const enum hs__id creds[] = {O_DEVICE_KEY, O_GROUP_KEY, O_POLICY_KEY,
+                                 O_SAS_TOKEN};
+    const enum hs_auth kinds[] = {HS_AUTH_DEVICE_KEY, HS_AUTH_GROUP_KEY,
+                                  HS_AUTH_POLICY, HS_AUTH_TOKEN};
+    for (size_t i = 0; i < 4; i++) {
+        if (s->value[creds[i]] == NULL)
+            continue;
+        if (cfg->auth != HS_AUTH_NONE)
+            return hs__bad(s, creds[i],
+                           "give only one of --device-key, "
+                           "--group-key, --policy-key and "
+                           "--sas-token");
+        cfg->auth = kinds[i];
+        if (kinds[i] == HS_AUTH_TOKEN)
+            cfg->token = strdup(s->value[O_SAS_TOKEN]);
+        else if (hs__key(s, creds[i], cfg) < 0)
+            return -1;
+    }
+    if (cfg->auth == HS_AUTH_POLICY)
+        cfg->policy = strdup(s->value[O_POLICY_NAME] ? s->value[O_POLICY_NAME]
+                                                     : "device");
+    else if (s->value[O_POLICY_NAME] != NULL)
+        return hs__bad(s, O_POLICY_NAME, "only goes with --policy-key");
+    return 0;
+}
+
+static int hs__key(const struct hs__settings *s, enum hs__id id,
+                   struct hs_config *cfg)
+{
+    long n = hs_sas_key_decode(s->value[id], cfg->key);
+    if (n < 0)
+        return hs__bad(s, id, "not a base64 key");
+    cfg->key_len = (size_t)n;
+    return 0;
+}
+
+/*
+ * A hub connection string gives the hub and a policy key; a device one
+ * gives the hub, the one device and its key or token. Credential flags and
+ * --hub win over what the string says.
+ */
+static int hs__fin_connstr(struct hs_config *cfg, const struct hs__settings *s,
+                           bool explicit_ids, bool have_cred)
+{
+    struct hs_connstr cs;
+    const char *why = NULL;
+    if (hs_connstr_parse(s->value[O_CONNSTR], &cs, &why) < 0)
+        return hs__bad(s, O_CONNSTR, "%s", why);
+    int rc = 0;
+    if (cfg->hub == NULL)
+        cfg->hub = strdup(cs.host_name);
+    if (cs.x509 && !have_cred)
+        rc = hs__bad(s, O_CONNSTR, "X.509 devices are not supported yet");
+    else if (hs_connstr_kind(&cs) == HS_CONNSTR_DEVICE && explicit_ids)
+        rc = hs__bad(s, O_CONNSTR,
+                     "a device connection string names one device; use a hub "
+                     "connection string or --device-key for several");
+    if (rc == 0 && hs_connstr_kind(&cs) == HS_CONNSTR_DEVICE) {
+        for (uint32_t i = 0; i < cfg->ndevices; i++)
+            free(cfg->device_ids[i]);
+        cfg->ndevices = 0;
+        why = hs__add_id(cfg, cs.device_id, strlen(cs.device_id));
+        if (why != NULL)
+            rc = hs__bad(s, O_CONNSTR, "DeviceId: %s", why);
+    }
+    if (rc == 0 && !have_cred && cs.sas != NULL) {
+        cfg->auth = HS_AUTH_TOKEN;
+        cfg->token = strdup(cs.sas);
+    } else if (rc == 0 && !have_cred && cs.key != NULL) {
+        cfg->key_len = (size_t)hs_sas_key_decode(cs.key, cfg->key);
+        cfg->auth = cs.key_name ? HS_AUTH_POLICY : HS_AUTH_DEVICE_KEY;
+        cfg->policy = cs.key_name ? strdup(cs.key_name) : NULL;
+    }
+    hs_connstr_free(&cs);
+    return rc;
+}
+
+/*
+ * The device ids: an explicit list, or prefix + six-digit index. A list
+ * from the environment gives way to --devices, --prefix or --index flags.
+ */
+static int hs__fin_devices(struct hs_config *cfg, const struct hs__settings *s)
+{
+    bool gen_flag = s->from_flag[O_DEVICES] || s->from_flag[O_PREFIX] ||
+                    s->from_flag[O_INDEX];
+    bool list = s->value[O_DEVICE_LIST] != NULL;
+    if (list && !s->from_flag[O_DEVICE_LIST] && gen_flag) {
+        fprintf(stderr, "hubsim: warning: DeviceList (environment) ignored: "
+                        "--devices, --prefix or --index given\n");
+        list = false;
+    }
+    if (list && s->from_flag[O_DEVICE_LIST] && gen_flag)
+        return hs__bad(s, O_DEVICE_LIST,
+                       "give either a list or --devices/--prefix/--index");
+    return list ? hs__ids_from_list(cfg, s) : hs__ids_generated(cfg, s);
+}
+
+static int hs__ids_from_list(struct hs_config *cfg,
+                             const struct hs__settings *s)
+{
+    const char *p = s->value[O_DEVICE_LIST];
+    while (*p) {
+        size_t len = strcspn(p, ",;");
+        const char *a = p, *b = p + len;
+        while (a < b && isspace((unsigned char)*a))
+            a++;
+        while (b > a && isspace((unsigned char)b[-1]))
+            b--;
+        const char *why = b > a ? hs__add_id(cfg, a, (size_t)(b - a)) : NULL;
+        if (why != NULL)
+            return hs__bad(s, O_DEVICE_LIST, "bad device id %.*s: %s",
+                           (int)(b - a), a, why);
+        p += len + (p[len] ? 1 : 0);
+    }
+    if (cfg->ndevices == 0)
+        return hs__bad(s, O_DEVICE_LIST, "no device id in the list");
+    return 0;
+}
+
+static int hs__ids_generated(struct hs_config *cfg,
+                             const struct hs__settings *s)
+{
+    uint64_t count = 1, index = 1;
+    const char *prefix = s->value[O_PREFIX] ? s->value[O_PREFIX] : "sim";
+    if (s->value[O_DEVICES] && hs__uint(s, O_DEVICES, 1, 1000000, &count) < 0)
+        return -1;
+    if (s->value[O_INDEX] && hs__uint(s, O_INDEX, 0, 999999999, &index) < 0)
+        return -1;
+    cfg->device_ids = calloc(count, sizeof(char *));
+    if (cfg->device_ids == NULL)
+        return hs__bad(s, O_DEVICES, "out of memory");
+    for (uint64_t i = 0; i < count; i++) {
+        char id[HS_DEVICE_ID_MAX + 32];
+        int n = snprintf(id, sizeof(id), "%s%06llu", prefix,
+                         (unsigned long long)(index + i));
+        const char *why = hs__add_id(cfg, id, (size_t)n);
+        if (why != NULL)
+            return hs__bad(s, O_PREFIX, "makes a bad device id %s: %s", id,
+                           why);
+    }
+    return 0;
+}
+
+/* Appends a copy of id[0..len). Returns NULL, or why the id is refused. */
+static const char *hs__add_id(struct hs_config *cfg, const char *id, size_t len)
+{
+    char *copy = strndup(id, len);
+    char **ids = realloc(cfg->device_ids,
+                         (cfg->ndevices + 1) * sizeof(*cfg->device_ids));
+    if (copy == NULL || ids == NULL) {
+        free(copy);
+        return "out of memory";
+    }
+    cfg->device_ids = ids;
+    const char *why = hs__device_id_check(copy);
+    if (why != NULL) {
+        free(copy);
+        return why;
+    }
+    ids[cfg->ndevices++] = copy;
+    return NULL;
+}
+
+/* IoT Hub device ids: 1..128 characters that fit in a topic level. */
+static const char *hs__device_id_check(const char *id)
+{
+    size_t len = strlen(id);
+    if (len == 0 || len > HS_DEVICE_ID_MAX)
+        return "must be 1 to 128 characters";
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        if (*p <= ' ' || *p == '/' || *p == '+' || *p == '#' || *p == 0x7F)
+            return "has a space, control character, '/', '+' or '#'";
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Transport                                                           */
+/* ------------------------------------------------------------------ */
+
+static int hs__fin_transport(struct hs_config *cfg,
+                             const struct hs__settings *s)
+{
+    const char *proto = s->value[O_PROTOCOL] ? s->value[O_PROTOCOL] : "mqtt";
+    if (strcmp(proto, "mqtt") == 0)
+        cfg->protocol = HS_PROTO_MQTT;
+    else if (strcmp(proto, "mqtt-ws") == 0)
+        cfg->protocol = HS_PROTO_MQTT_WS;
+    else if (strcmp(proto, "amqp") == 0 || strcmp(proto, "amqp-ws") == 0)
+        return hs__bad(s, O_PROTOCOL, "AMQP is not implemented yet");
+    else
+        return hs__bad(s, O_PROTOCOL, "%s: not mqtt or mqtt-ws", proto);
+    cfg->port = cfg->protocol == HS_PROTO_MQTT_WS ? 443 : 8883;
+    if (s->value[O_CONNECT_TO] != NULL) {
+        char host[HG_HOST_BUF];
+        uint16_t port = 0;
+        const char *why = NULL;
+        if (hg_hostport_split(s->value[O_CONNECT_TO], host, sizeof(host), &port,
+                              &why) < 0)
+            return hs__bad(s, O_CONNECT_TO, "%s", why);
+        if (port != 0)
+            cfg->port = port;
+        if (hs__ip(host, cfg->port, &cfg->connect_to, &cfg->connect_to_len))
+            return hs__bad(s, O_CONNECT_TO,
+                           "%s is not an IP address (the hub's name goes in "
+                           "--hub; it is sent as SNI and checked)",
+                           host);
+        cfg->have_connect_to = true;
+    }
+    cfg->cafile = s->value[O_CAFILE] ? strdup(s->value[O_CAFILE]) : NULL;
+    if (cfg->cafile && access(cfg->cafile, R_OK) != 0)
+        return hs__bad(s, O_CAFILE, "%s: %s", cfg->cafile, strerror(errno));
+    cfg->ws_path = strdup(s->value[O_WS_PATH] ? s->value[O_WS_PATH]
+                                              : "/$iothub/websocket");
+    if (cfg->ws_path[0] != '/' || strpbrk(cfg->ws_path, " \r\n"))
+        return hs__bad(s, O_WS_PATH, "must start with '/', without spaces");
+    return s->value[O_BIND] ? hs__binds(cfg, s) : 0;
+}
+
+/* An IPv4 or IPv6 literal (no brackets) with port into ss. */
+static int hs__ip(const char *text, uint16_t port, struct sockaddr_storage *ss,
+                  socklen_t *len)
+{
+    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+    memset(ss, 0, sizeof(*ss));
+    if (inet_pton(AF_INET, text, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(port);
+        *len = sizeof(*v4);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, text, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons(port);
+        *len = sizeof(*v6);
+        return 0;
+    }
+    return -1;
+}
+
+static int hs__binds(struct hs_config *cfg, const struct hs__settings *s)
+{
+    char *copy = strdup(s->value[O_BIND]), *save = NULL;
+    cfg->binds = calloc(strlen(copy) / 2 + 1, sizeof(*cfg->binds));
+    for (char *t = strtok_r(copy, ",", &save); t != NULL;
+         t = strtok_r(NULL, ",", &save)) {
+        socklen_t len;
+        char *ip = t;
+        size_t n = strlen(ip);
+        if (ip[0] == '[' && n > 2 && ip[n - 1] == ']') {
+            ip[n - 1] = '\0';
+            ip++;
+        }
+        if (hs__ip(ip, 0, &cfg->binds[cfg->nbinds], &len) < 0) {
+            hs__bad(s, O_BIND, "%s is not an IP address", t);
+            free(copy);
+            return -1;
+        }
+        cfg->nbinds++;
+    }
+    free(copy);
+    return cfg->nbinds ? 0 : hs__bad(s, O_BIND, "no address given");
+}
+
+/* ------------------------------------------------------------------ */
+/* Load shape and timing                                               */
+/* ------------------------------------------------------------------ */
+
+static int hs__fin_load(struct hs_config *cfg, const struct hs__settings *s)
+{
+    uint64_t v;
+    cfg->messages = 100;
+    if (s->value[O_MESSAGES] &&
+        hs__uint(s, O_MESSAGES, 0, UINT64_MAX / 2, &cfg->messages) < 0)
+        return -1;
+    enum hs__id iv = O_INTERVAL;
+    if (s->value[O_INTERVALS] && !s->from_flag[O_INTERVAL])
+        iv = O_INTERVALS;
+    if (s->value[iv] != NULL) {
+        if (hs__intervals(cfg, s, iv) < 0)
+            return -1;
+    } else {
+        cfg->intervals = calloc(1, sizeof(*cfg->intervals));
+        cfg->intervals[0] = 1000;
+        cfg->nintervals = 1;
+    }
+    cfg->qos = 1;
+    if (s->value[O_QOS] && hs__uint(s, O_QOS, 0, 1, &v) < 0)
+        return -1;
+    if (s->value[O_QOS])
+        cfg->qos = (uint8_t)v;
+    const char *tpl =
+        s->value[O_TEMPLATE] ? s->value[O_TEMPLATE] : HS_TEMPLATE_DEFAULT;
+    if (hs_template_compile(&cfg->template, tpl) < 0)
+        return hs__bad(s, O_TEMPLATE, "out of memory");
+    if (s->value[O_PAYLOAD_SIZE]) {
+        if (hs__uint(s, O_PAYLOAD_SIZE, 0, HS_PAYLOAD_MAX, &v) < 0)
+            return -1;
+        cfg->payload_size = (size_t)v;
+        if (s->value[O_TEMPLATE])
+            fprintf(stderr, "hubsim: warning: --payload-size replaces the "
+                            "template\n");
+    }
+    if (s->value[O_PROPERTIES]) {
+        cfg->properties = strdup(s->value[O_PROPERTIES]);
+        if (strpbrk(cfg->properties, "/+# ") != NULL)
+            return hs__bad(s, O_PROPERTIES,
+                           "must be URL-encoded "
+                           "(no '/', '+', '#' or space)");
+    }
+    cfg->ramp = 100;
+    if (s->value[O_RAMP] && hs__number(s, O_RAMP, &cfg->ramp) < 0)
+        return -1;
+    cfg->inflight = 16;
+    if (s->value[O_INFLIGHT] && hs__uint(s, O_INFLIGHT, 1, 65535, &v) < 0)
+        return -1;
+    if (s->value[O_INFLIGHT])
+        cfg->inflight = (uint32_t)v;
+    cfg->clean_session = true;
+    if (s->value[O_CLEAN_SESSION] && hs__uint(s, O_CLEAN_SESSION, 0, 1, &v) < 0)
+        return -1;
+    if (s->value[O_CLEAN_SESSION])
+        cfg->clean_session = v == 1;
+    cfg->c2d = s->value[O_C2D] != NULL;
+    return 0;
+}
+
+static int hs__fin_timing(struct hs_config *cfg, const struct hs__settings *s)
+{
+    uint64_t ka = 60000, v;
+    if (s->value[O_DURATION] &&
+        hs__duration(s, O_DURATION, 1000, &cfg->duration_ms) < 0)
+        return -1;
+    if (s->value[O_KEEPALIVE] && hs__duration(s, O_KEEPALIVE, 1000, &ka) < 0)
+        return -1;
+    if (ka / 1000 > 65535)
+        return hs__bad(s, O_KEEPALIVE, "at most 65535 s");
+    cfg->keepalive_s = (uint32_t)(ka / 1000);
+    cfg->connect_timeout_ms = 30000;
+    cfg->ack_timeout_ms = 30000;
+    cfg->drain_timeout_ms = 10000;
+    cfg->backoff_base_ms = 1000;
+    cfg->backoff_max_ms = 60000;
+    const struct {
+        enum hs__id id;
+        uint64_t *ms;
+    } durations[] = {
+        {O_CONNECT_TIMEOUT, &cfg->connect_timeout_ms},
+        {O_ACK_TIMEOUT, &cfg->ack_timeout_ms},
+        {O_DRAIN_TIMEOUT, &cfg->drain_timeout_ms},
+        {O_BACKOFF_BASE, &cfg->backoff_base_ms},
+        {O_BACKOFF_MAX, &cfg->backoff_max_ms},
+    };
+    for (size_t i = 0; i < sizeof(durations) / sizeof(durations[0]); i++)
+        if (s->value[durations[i].id] &&
+            hs__duration(s, durations[i].id, 1000, durations[i].ms) < 0)
+            return -1;
+    if (cfg->connect_timeout_ms == 0 || cfg->ack_timeout_ms == 0)
+        return hs__bad(s, O_CONNECT_TIMEOUT, "timeouts must be above 0");
+    if (s->value[O_MAX_ATTEMPTS] &&
+        hs__uint(s, O_MAX_ATTEMPTS, 0, UINT32_MAX, &v) < 0)
+        return -1;
+    cfg->max_attempts = s->value[O_MAX_ATTEMPTS] ? (uint32_t)v : 0;
+    return 0;
+}
+
+static int hs__fin_output(struct hs_config *cfg, const struct hs__settings *s)
+{
+    uint64_t v;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->threads = cores > 0 ? (unsigned)cores : 1;
+    if (s->value[O_THREADS] &&
+        hs__uint(s, O_THREADS, 1, HS_MAX_THREADS, &v) < 0)
+        return -1;
+    if (s->value[O_THREADS])
+        cfg->threads = (unsigned)v;
+    if (cfg->threads > HS_MAX_THREADS)
+        cfg->threads = HS_MAX_THREADS;
+    if (cfg->threads > cfg->ndevices)
+        cfg->threads = cfg->ndevices;
+    if (s->value[O_REPORT_JSON])
+        cfg->report_json = strdup(s->value[O_REPORT_JSON]);
+    cfg->quiet = s->value[O_QUIET] != NULL;
+    cfg->print_token = s->value[O_PRINT_TOKEN] != NULL;
+    if (s->value[O_LOG_LEVEL]) {
+        int level = hg_log_level_parse(s->value[O_LOG_LEVEL]);
+        if (level < 0)
+            return hs__bad(s, O_LOG_LEVEL, "not error, warn, info or debug");
+        hg_log_configure((enum hg_log_level)level, HG_LOG_TEXT);
+    }
+    cfg->max_p99_ms = cfg->min_rate = -1;
+    cfg->max_errors = -1;
+    if (s->value[O_MAX_P99] && hs__number(s, O_MAX_P99, &cfg->max_p99_ms))
+        return -1;
+    if (s->value[O_MIN_RATE] && hs__number(s, O_MIN_RATE, &cfg->min_rate))
+        return -1;
+    if (s->value[O_MAX_ERRORS]) {
+        if (hs__uint(s, O_MAX_ERRORS, 0, INT64_MAX, &v) < 0)
+            return -1;
+        cfg->max_errors = (int64_t)v;
+    }
+    return 0;
+}

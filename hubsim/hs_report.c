@@ -1,0 +1,535 @@
+#include "hs_report.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hs_log.h"
+#include "hs_mqtt.h"
+
+#define HS_LINE_MAX 512
+
+/* One second of the run. */
+struct hs_second {
+    uint32_t t; /* seconds since the start */
+    uint64_t connected, connecting;
+    uint64_t sent, acked, connects, reconnects, errors; /* in that second */
+    uint64_t p50_us, p99_us, p999_us;
+};
+
+/* The latency summary of one histogram, in milliseconds. */
+struct hs_lat {
+    uint64_t count;
+    double min, p50, p90, p99, p999, max, mean;
+};
+
+struct hs_report {
+    const struct hs_config *cfg;
+    struct hs_stats **stats;
+    unsigned n;
+    uint64_t t0, t_end;
+    char target[64];
+    char started[40]; /* wall-clock time of the start, RFC 3339 */
+    bool tty;
+    bool line_open; /* a live line without its newline is on screen */
+    struct hs_snapshot prev;
+    struct hs_snapshot total;
+    uint64_t connected_max;
+    struct hs_hist window;
+    struct hs_hist puback, connect, tls;
+    struct hs_second *timeline;
+    size_t nsec, cap;
+    char failed[4][160]; /* thresholds that failed, as text */
+    unsigned nfailed;
+};
+
+static void hs__collect(struct hs_report *r, struct hs_snapshot *snap,
+                        bool totals);
+static void hs__live(struct hs_report *r, const struct hs_second *s,
+                     const struct hs_snapshot *snap);
+static size_t hs__errors_text(const struct hs_snapshot *snap, char *buf,
+                              size_t cap);
+static size_t hs__add(char *buf, size_t size, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void hs__lat(const struct hs_hist *h, struct hs_lat *l);
+static double hs__rate(const struct hs_report *r);
+static void hs__summary(struct hs_report *r, FILE *out);
+static void hs__summary_latency(FILE *out, const char *name,
+                                const struct hs_hist *h);
+static void hs__summary_errors(struct hs_report *r, FILE *out);
+static void hs__thresholds(struct hs_report *r);
+static int hs__json(struct hs_report *r, const char *path);
+static void hs__json_str(FILE *f, const char *s);
+static void hs__json_config(struct hs_report *r, FILE *f);
+static void hs__json_counts(struct hs_report *r, FILE *f);
+static void hs__json_latency(FILE *f, const char *name, const struct hs_hist *h,
+                             bool last);
+static void hs__json_errors(struct hs_report *r, FILE *f);
+static void hs__json_timeline(struct hs_report *r, FILE *f);
+static const char *hs__sample(struct hs_report *r, int kind, char *buf,
+                              size_t cap);
+
+struct hs_report *hs_report_new(const struct hs_config *cfg,
+                                struct hs_stats **stats, unsigned n,
+                                uint64_t t0_ms, const char *target)
+{
+    struct hs_report *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->cfg = cfg;
+    r->stats = stats;
+    r->n = n;
+    r->t0 = t0_ms;
+    snprintf(r->target, sizeof(r->target), "%s", target);
+    r->tty = isatty(STDERR_FILENO) && !cfg->quiet;
+    hs_hist_init(&r->window);
+    hs_hist_init(&r->puback);
+    hs_hist_init(&r->connect);
+    hs_hist_init(&r->tls);
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(r->started, sizeof(r->started), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return r;
+}
+
+void hs_report_free(struct hs_report *r)
+{
+    if (r == NULL)
+        return;
+    free(r->timeline);
+    free(r);
+}
+
+/*
+ * Sums the counters into snap and moves each worker's last-second PUBACK
+ * latencies into r->window; with totals, also sums the whole-run
+ * histograms.
+ */
+static void hs__collect(struct hs_report *r, struct hs_snapshot *snap,
+                        bool totals)
+{
+    memset(snap, 0, sizeof(*snap));
+    hs_hist_init(&r->window);
+    for (unsigned i = 0; i < r->n; i++) {
+        struct hs_stats *s = r->stats[i];
+        hs_stats_snapshot(snap, s);
+        pthread_mutex_lock(&s->lock);
+        hs_hist_merge(&r->window, &s->puback_win);
+        hs_hist_init(&s->puback_win);
+        if (totals) {
+            hs_hist_merge(&r->puback, &s->puback_all);
+            hs_hist_merge(&r->connect, &s->connect_all);
+            hs_hist_merge(&r->tls, &s->tls_all);
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+    r->connected_max = hs_stats_up_max();
+}
+
+void hs_report_tick(struct hs_report *r, uint64_t now_ms)
+{
+    struct hs_snapshot cur;
+    hs__collect(r, &cur, false);
+    if (r->nsec == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 64;
+        struct hs_second *t = realloc(r->timeline, cap * sizeof(*t));
+        if (t == NULL)
+            return;
+        r->timeline = t;
+        r->cap = cap;
+    }
+    struct hs_second *s = &r->timeline[r->nsec++];
+    *s = (struct hs_second){
+        .t = (uint32_t)((now_ms - r->t0 + 500) / 1000),
+        .connected = cur.connected,
+        .connecting = cur.connecting,
+        .sent = cur.sent - r->prev.sent,
+        .acked = cur.acked - r->prev.acked,
+        .connects = cur.connects - r->prev.connects,
+        .reconnects = cur.reconnects - r->prev.reconnects,
+        .errors = cur.errors_total - r->prev.errors_total,
+        .p50_us = hs_hist_quantile(&r->window, 0.5),
+        .p99_us = hs_hist_quantile(&r->window, 0.99),
+        .p999_us = hs_hist_quantile(&r->window, 0.999),
+    };
+    if (!r->cfg->quiet)
+        hs__live(r, s, &cur);
+    r->prev = cur;
+}
+
+/* The live line: on a terminal redrawn in place, else one per second. */
+static void hs__live(struct hs_report *r, const struct hs_second *s,
+                     const struct hs_snapshot *snap)
+{
+    char line[HS_LINE_MAX], errs[HS_LINE_MAX / 2] = "";
+    size_t n = 0;
+    n = hs__add(line, sizeof(line), n,
+                "%s[%4us] connected %" PRIu64 "/%u  sent/s %" PRIu64
+                "  acked/s %" PRIu64,
+                r->tty ? "\r" : "", s->t, s->connected, r->cfg->ndevices,
+                s->sent, s->acked);
+    if (r->window.count > 0)
+        n = hs__add(
+            line, sizeof(line), n, "  puback ms p50 %.1f p99 %.1f p99.9 %.1f",
+            s->p50_us / 1000.0, s->p99_us / 1000.0, s->p999_us / 1000.0);
+    if (snap->errors_total > 0)
+        hs__errors_text(snap, errs, sizeof(errs));
+    n = hs__add(line, sizeof(line), n,
+                "  connects/s %" PRIu64 "  reconnects %" PRIu64
+                "  errors %" PRIu64 "%s%s%s%s",
+                s->connects, snap->reconnects, snap->errors_total,
+                errs[0] ? " (" : "", errs, errs[0] ? ")" : "",
+                r->tty ? "\033[K" : "\n");
+    ssize_t rc = write(STDERR_FILENO, line, n);
+    (void)rc;
+    r->line_open = r->tty;
+    hs_log_live(r->line_open);
+}
+
+/* Appends to buf at n, never past size (the end keeps a newline's room);
+ * returns the new length. */
+static size_t hs__add(char *buf, size_t size, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    if (n >= size - 1)
+        return n;
+    va_start(ap, fmt);
+    int w = vsnprintf(buf + n, size - n, fmt, ap);
+    va_end(ap);
+    if (w < 0)
+        return n;
+    if ((size_t)w >= size - n) {
+        buf[size - 2] = '\n';
+        return size - 1;
+    }
+    return n + (size_t)w;
+}
+
+/* "tcp_refused 5, tls 1": every kind seen, within cap. */
+static size_t hs__errors_text(const struct hs_snapshot *snap, char *buf,
+                              size_t cap)
+{
+    size_t n = 0;
+    for (int k = 0; k < HS_ERR_N; k++) {
+        if (snap->errors[k] == 0)
+            continue;
+        int w = snprintf(buf + n, cap - n, "%s%s %" PRIu64, n ? ", " : "",
+                         hs_err_names[k], snap->errors[k]);
+        if (w < 0 || (size_t)w >= cap - n)
+            break;
+        n += (size_t)w;
+    }
+    return n;
+}
+
+static void hs__lat(const struct hs_hist *h, struct hs_lat *l)
+{
+    l->count = h->count;
+    l->min = h->count ? h->min / 1000.0 : 0;
+    l->p50 = hs_hist_quantile(h, 0.5) / 1000.0;
+    l->p90 = hs_hist_quantile(h, 0.9) / 1000.0;
+    l->p99 = hs_hist_quantile(h, 0.99) / 1000.0;
+    l->p999 = hs_hist_quantile(h, 0.999) / 1000.0;
+    l->max = h->max / 1000.0;
+    l->mean = hs_hist_mean(h) / 1000.0;
+}
+
+/* Acknowledged (QoS 0: sent) messages per second over the whole run. */
+static double hs__rate(const struct hs_report *r)
+{
+    double secs = (double)(r->t_end - r->t0) / 1000.0;
+    uint64_t n = r->cfg->qos ? r->total.acked : r->total.sent;
+    return secs > 0 ? (double)n / secs : 0;
+}
+
+int hs_report_finish(struct hs_report *r, uint64_t now_ms)
+{
+    r->t_end = now_ms;
+    hs__collect(r, &r->total, true);
+    if (r->line_open) {
+        ssize_t rc = write(STDERR_FILENO, "\n", 1);
+        (void)rc;
+        r->line_open = false;
+        hs_log_live(false);
+    }
+    hs__thresholds(r);
+    hs__summary(r, stdout);
+    fflush(stdout);
+    int rc = r->nfailed ? 1 : 0;
+    if (r->cfg->report_json && hs__json(r, r->cfg->report_json) < 0)
+        rc = 3;
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Thresholds                                                          */
+/* ------------------------------------------------------------------ */
+
+static void hs__thresholds(struct hs_report *r)
+{
+    const struct hs_config *cfg = r->cfg;
+    if (cfg->max_errors >= 0 &&
+        r->total.errors_total > (uint64_t)cfg->max_errors)
+        snprintf(r->failed[r->nfailed++], sizeof(r->failed[0]),
+                 "--max-errors %" PRId64 ": %" PRIu64 " errors",
+                 cfg->max_errors, r->total.errors_total);
+    if (cfg->max_p99_ms >= 0) {
+        double p99 = hs_hist_quantile(&r->puback, 0.99) / 1000.0;
+        if (r->puback.count == 0)
+            snprintf(r->failed[r->nfailed++], sizeof(r->failed[0]),
+                     "--max-p99 %g: no PUBACK was measured", cfg->max_p99_ms);
+        else if (p99 > cfg->max_p99_ms)
+            snprintf(r->failed[r->nfailed++], sizeof(r->failed[0]),
+                     "--max-p99 %g: PUBACK p99 was %.2f ms", cfg->max_p99_ms,
+                     p99);
+    }
+    if (cfg->min_rate >= 0 && hs__rate(r) < cfg->min_rate)
+        snprintf(r->failed[r->nfailed++], sizeof(r->failed[0]),
+                 "--min-rate %g: %.1f messages/s", cfg->min_rate, hs__rate(r));
+}
+
+/* ------------------------------------------------------------------ */
+/* Summary                                                             */
+/* ------------------------------------------------------------------ */
+
+static void hs__summary(struct hs_report *r, FILE *out)
+{
+    const struct hs_config *cfg = r->cfg;
+    const struct hs_snapshot *t = &r->total;
+    fprintf(out, "hubsim: %u devices, %s to %s via %s, QoS %u, %.1f s\n\n",
+            cfg->ndevices, hs_protocol_name(cfg->protocol), cfg->hub, r->target,
+            cfg->qos, (double)(r->t_end - r->t0) / 1000.0);
+    fprintf(out,
+            "  connections   attempts %" PRIu64 "  accepted %" PRIu64
+            "  reconnects %" PRIu64 "  most at once %" PRIu64
+            "  gave up %" PRIu64 "\n",
+            t->attempts, t->connects, t->reconnects, r->connected_max,
+            t->gave_up);
+    fprintf(out,
+            "  messages      sent %" PRIu64 "  acknowledged %" PRIu64
+            "  lost %" PRIu64 "  behind schedule %" PRIu64,
+            t->sent, t->acked, t->lost, t->overrun);
+    if (cfg->c2d)
+        fprintf(out, "  cloud-to-device %" PRIu64, t->c2d);
+    fprintf(out, "\n  rate          %.1f %s messages/s over the run\n\n",
+            hs__rate(r), cfg->qos ? "acknowledged" : "sent");
+    fprintf(out, "  latency ms          count       min       p50       p90"
+                 "       p99     p99.9       max      mean\n");
+    hs__summary_latency(out, "puback", &r->puback);
+    hs__summary_latency(out, "connect", &r->connect);
+    hs__summary_latency(out, "tls handshake", &r->tls);
+    hs__summary_errors(r, out);
+    for (unsigned i = 0; i < r->nfailed; i++)
+        fprintf(out, "  FAILED        %s\n", r->failed[i]);
+}
+
+static void hs__summary_latency(FILE *out, const char *name,
+                                const struct hs_hist *h)
+{
+    struct hs_lat l;
+    hs__lat(h, &l);
+    fprintf(out,
+            "  %-15s %9" PRIu64 " %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f\n",
+            name, l.count, l.min, l.p50, l.p90, l.p99, l.p999, l.max, l.mean);
+}
+
+static void hs__summary_errors(struct hs_report *r, FILE *out)
+{
+    char sample[HS_SAMPLE_LEN];
+    fprintf(out, "\n  errors        %" PRIu64 "\n", r->total.errors_total);
+    for (int k = 0; k < HS_ERR_N; k++) {
+        if (r->total.errors[k] == 0)
+            continue;
+        fprintf(out, "    %-14s %8" PRIu64 "   first: %s\n", hs_err_names[k],
+                r->total.errors[k], hs__sample(r, k, sample, sizeof(sample)));
+    }
+    for (int c = 1; c < HS_CONNACK_CODES; c++)
+        if (r->total.connack[c])
+            fprintf(out, "    CONNACK %d      %8" PRIu64 "   (%s)\n", c,
+                    r->total.connack[c], hs_mqtt_connack_text((unsigned)c));
+}
+
+/* The first sample text of kind over the workers. */
+static const char *hs__sample(struct hs_report *r, int kind, char *buf,
+                              size_t cap)
+{
+    buf[0] = '\0';
+    for (unsigned i = 0; i < r->n && buf[0] == '\0'; i++) {
+        pthread_mutex_lock(&r->stats[i]->lock);
+        snprintf(buf, cap, "%s", r->stats[i]->sample[kind]);
+        pthread_mutex_unlock(&r->stats[i]->lock);
+    }
+    return buf;
+}
+
+/* ------------------------------------------------------------------ */
+/* JSON                                                                */
+/* ------------------------------------------------------------------ */
+
+static int hs__json(struct hs_report *r, const char *path)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL) {
+        hs_log_error("cannot write the JSON report %s: %s", tmp,
+                     strerror(errno));
+        return -1;
+    }
+    fprintf(f, "{\n  \"hubsim_version\": ");
+    hs__json_str(f, HG_VERSION);
+    fprintf(f, ",\n  \"started\": ");
+    hs__json_str(f, r->started);
+    fprintf(f, ",\n  \"duration_s\": %.3f,\n",
+            (double)(r->t_end - r->t0) / 1000.0);
+    hs__json_config(r, f);
+    hs__json_counts(r, f);
+    fprintf(f, "  \"latency_ms\": {\n");
+    hs__json_latency(f, "puback", &r->puback, false);
+    hs__json_latency(f, "connect", &r->connect, false);
+    hs__json_latency(f, "tls_handshake", &r->tls, true);
+    fprintf(f, "  },\n");
+    hs__json_errors(r, f);
+    hs__json_timeline(r, f);
+    fprintf(f, "}\n");
+    bool ok = !ferror(f);
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) < 0) {
+        hs_log_error("cannot write the JSON report %s: %s", path,
+                     strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+static void hs__json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+static void hs__json_config(struct hs_report *r, FILE *f)
+{
+    const struct hs_config *cfg = r->cfg;
+    fprintf(f, "  \"config\": {\n    \"hub\": ");
+    hs__json_str(f, cfg->hub);
+    fprintf(f, ",\n    \"protocol\": ");
+    hs__json_str(f, hs_protocol_name(cfg->protocol));
+    fprintf(f, ",\n    \"target\": ");
+    hs__json_str(f, r->target);
+    fprintf(f,
+            ",\n    \"devices\": %u,\n    \"first_device\": ", cfg->ndevices);
+    hs__json_str(f, cfg->device_ids[0]);
+    fprintf(f,
+            ",\n    \"messages_per_device\": %" PRIu64
+            ",\n    \"intervals_ms\": [",
+            cfg->messages);
+    for (size_t i = 0; i < cfg->nintervals; i++)
+        fprintf(f, "%s%u", i ? ", " : "", cfg->intervals[i]);
+    fprintf(f,
+            "],\n    \"duration_s\": %.3f,\n    \"qos\": %u,\n"
+            "    \"ramp_per_s\": %g,\n    \"inflight\": %u,\n"
+            "    \"keepalive_s\": %u,\n    \"threads\": %u\n  },\n",
+            cfg->duration_ms / 1000.0, cfg->qos, cfg->ramp, cfg->inflight,
+            cfg->keepalive_s, cfg->threads);
+}
+
+static void hs__json_counts(struct hs_report *r, FILE *f)
+{
+    const struct hs_snapshot *t = &r->total;
+    fprintf(f,
+            "  \"connections\": {\"attempts\": %" PRIu64
+            ", \"accepted\": %" PRIu64 ", \"reconnects\": %" PRIu64
+            ", \"most_at_once\": %" PRIu64 ", \"gave_up\": %" PRIu64
+            ", \"open_at_end\": %" PRIu64 "},\n",
+            t->attempts, t->connects, t->reconnects, r->connected_max,
+            t->gave_up, t->connected);
+    fprintf(f,
+            "  \"messages\": {\"sent\": %" PRIu64 ", \"acked\": %" PRIu64
+            ", \"lost\": %" PRIu64 ", \"behind_schedule\": %" PRIu64
+            ", \"c2d\": %" PRIu64 ", \"rate_per_s\": %.3f},\n",
+            t->sent, t->acked, t->lost, t->overrun, t->c2d, hs__rate(r));
+}
+
+static void hs__json_latency(FILE *f, const char *name, const struct hs_hist *h,
+                             bool last)
+{
+    struct hs_lat l;
+    hs__lat(h, &l);
+    fprintf(f,
+            "    \"%s\": {\"count\": %" PRIu64
+            ", \"min\": %.3f, \"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, "
+            "\"p999\": %.3f, \"max\": %.3f, \"mean\": %.3f}%s\n",
+            name, l.count, l.min, l.p50, l.p90, l.p99, l.p999, l.max, l.mean,
+            last ? "" : ",");
+}
+
+static void hs__json_errors(struct hs_report *r, FILE *f)
+{
+    char sample[HS_SAMPLE_LEN];
+    fprintf(f,
+            "  \"errors\": {\n    \"total\": %" PRIu64 ",\n    \"by_kind\": {",
+            r->total.errors_total);
+    for (int k = 0; k < HS_ERR_N; k++)
+        fprintf(f, "%s\"%s\": %" PRIu64, k ? ", " : "", hs_err_names[k],
+                r->total.errors[k]);
+    fprintf(f, "},\n    \"connack_codes\": {");
+    bool first = true;
+    for (int c = 1; c < HS_CONNACK_CODES; c++) {
+        if (r->total.connack[c] == 0)
+            continue;
+        fprintf(f, "%s\"%d\": %" PRIu64, first ? "" : ", ", c,
+                r->total.connack[c]);
+        first = false;
+    }
+    fprintf(f, "},\n    \"first\": {");
+    first = true;
+    for (int k = 0; k < HS_ERR_N; k++) {
+        if (r->total.errors[k] == 0)
+            continue;
+        fprintf(f, "%s\"%s\": ", first ? "" : ", ", hs_err_names[k]);
+        hs__json_str(f, hs__sample(r, k, sample, sizeof(sample)));
+        first = false;
+    }
+    fprintf(f, "}\n  },\n  \"thresholds\": {\"passed\": %s, \"failed\": [",
+            r->nfailed ? "false" : "true");
+    for (unsigned i = 0; i < r->nfailed; i++) {
+        fprintf(f, "%s", i ? ", " : "");
+        hs__json_str(f, r->failed[i]);
+    }
+    fprintf(f, "]},\n");
+}
+
+static void hs__json_timeline(struct hs_report *r, FILE *f)
+{
+    fprintf(f, "  \"timeline\": [");
+    for (size_t i = 0; i < r->nsec; i++) {
+        const struct hs_second *s = &r->timeline[i];
+        fprintf(f,
+                "%s\n    {\"t\": %u, \"connected\": %" PRIu64
+                ", \"connecting\": %" PRIu64 ", \"sent\": %" PRIu64
+                ", \"acked\": %" PRIu64 ", \"connects\": %" PRIu64
+                ", \"reconnects\": %" PRIu64 ", \"errors\": %" PRIu64
+                ", \"puback_p50_ms\": %.3f, \"puback_p99_ms\": %.3f, "
+                "\"puback_p999_ms\": %.3f}",
+                i ? "," : "", s->t, s->connected, s->connecting, s->sent,
+                s->acked, s->connects, s->reconnects, s->errors,
+                s->p50_us / 1000.0, s->p99_us / 1000.0, s->p999_us / 1000.0);
+    }
+    fprintf(f, "\n  ]\n");
+}

@@ -1,0 +1,242 @@
+/*
+ * Tests for hs_opts: the suggestion for a typo, the simulator's variables
+ * and defaults, names in any case, flags over the environment, the forms
+ * of credentials and connection strings, and settings that must be
+ * refused.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+
+#include <cmocka.h>
+
+#include "hs_opts.h"
+
+#define KEY32 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+#define HUB_CS                                                                 \
+    "HostName=demo-hub.azure-devices.net;SharedAccessKeyName=device;"          \
+    "SharedAccessKey=" KEY32
+
+static enum hs_opts_rc parse(struct hs_config *cfg, const char *const *env,
+                             const char *const *args);
+
+/* Parses args (NULL-terminated, without argv[0]) and env. */
+static enum hs_opts_rc parse(struct hs_config *cfg, const char *const *env,
+                             const char *const *args)
+{
+    char *argv[64] = {"hubsim"};
+    int argc = 1;
+    while (args && args[argc - 1])
+        argv[argc] = (char *)args[argc - 1], argc++;
+    return hs_opts_parse(cfg, argc, argv, (char **)env);
+}
+
+static void test_distance_and_suggest(void **state)
+{
+    (void)state;
+    assert_int_equal(hs_opts_distance("DeviceCount", "DeviceCount"), 0);
+    assert_int_equal(hs_opts_distance("devicecount", "DeviceCount"), 0);
+    assert_int_equal(hs_opts_distance("DeviceCont", "DeviceCount"), 1);
+    assert_int_equal(hs_opts_distance("DeivceCount", "DeviceCount"), 1);
+    assert_int_equal(hs_opts_distance("abc", ""), 3);
+    const char *names[] = {"DeviceCount", "DevicePrefix", "Interval", "File"};
+    assert_string_equal(hs_opts_suggest("DeviceCuont", names, 4),
+                        "DeviceCount");
+    assert_string_equal(hs_opts_suggest("Intervall", names, 4), "Interval");
+    assert_string_equal(hs_opts_suggest("Files", names, 4), "File");
+    assert_null(hs_opts_suggest("PATH", names, 4));
+    assert_null(hs_opts_suggest("Fi", names, 4)); /* 2 edits: too far */
+    assert_null(hs_opts_suggest("HOME", names, 4));
+}
+
+static void test_simulator_defaults(void **state)
+{
+    (void)state;
+    struct hs_config cfg;
+    const char *env[] = {"IotHubConnectionString=" HUB_CS, "PATH=/bin", NULL};
+    assert_int_equal(parse(&cfg, env, NULL), HS_OPTS_RUN);
+    assert_string_equal(cfg.hub, "demo-hub.azure-devices.net");
+    assert_int_equal(cfg.auth, HS_AUTH_POLICY);
+    assert_string_equal(cfg.policy, "device");
+    assert_int_equal(cfg.key_len, 32);
+    assert_int_equal(cfg.ndevices, 1);
+    assert_string_equal(cfg.device_ids[0], "sim000001");
+    assert_int_equal(cfg.messages, 100);
+    assert_int_equal(cfg.nintervals, 1);
+    assert_int_equal(cfg.intervals[0], 1000);
+    assert_int_equal(cfg.qos, 1);
+    assert_int_equal(cfg.protocol, HS_PROTO_MQTT);
+    assert_int_equal(cfg.port, 8883);
+    assert_false(cfg.have_connect_to);
+    assert_int_equal(cfg.sas_ttl_s, 3600);
+    assert_true(cfg.max_errors < 0);
+    hs_config_free(&cfg);
+}
+
+static void test_env_any_case_and_lists(void **state)
+{
+    (void)state;
+    struct hs_config cfg;
+    const char *env[] = {"iothubconnectionstring=" HUB_CS,
+                         "DEVICEPREFIX=dev",
+                         "deviceindex=98",
+                         "DeviceCount=3",
+                         "Intervals=100; 250,1s",
+                         "MessageCount=0",
+                         NULL};
+    assert_int_equal(parse(&cfg, env, NULL), HS_OPTS_RUN);
+    assert_int_equal(cfg.ndevices, 3);
+    assert_string_equal(cfg.device_ids[0], "dev000098");
+    assert_string_equal(cfg.device_ids[2], "dev000100");
+    assert_int_equal(cfg.messages, 0);
+    assert_int_equal(cfg.nintervals, 3);
+    assert_int_equal(cfg.intervals[1], 250);
+    assert_int_equal(cfg.intervals[2], 1000);
+    hs_config_free(&cfg);
+
+    const char *env2[] = {"IotHubConnectionString=" HUB_CS,
+                          "DeviceList= a1 ;b2,,c3;", "DeviceCount=9", NULL};
+    assert_int_equal(parse(&cfg, env2, NULL), HS_OPTS_RUN);
+    assert_int_equal(cfg.ndevices, 3);
+    assert_string_equal(cfg.device_ids[0], "a1");
+    assert_string_equal(cfg.device_ids[2], "c3");
+    hs_config_free(&cfg);
+}
+
+static void test_flags_win(void **state)
+{
+    (void)state;
+    struct hs_config cfg;
+    const char *env[] = {"IotHubConnectionString=" HUB_CS, "DeviceCount=5",
+                         "Interval=3000", "DeviceList=x,y", NULL};
+    const char *args[] = {"--devices",    "2",          "--interval",
+                          "70",           "--hub",      "flag.example.net",
+                          "--connect-to", "[::1]:9000", NULL};
+    assert_int_equal(parse(&cfg, env, args), HS_OPTS_RUN);
+    assert_int_equal(cfg.ndevices, 2);
+    assert_string_equal(cfg.device_ids[1], "sim000002");
+    assert_int_equal(cfg.intervals[0], 70);
+    assert_string_equal(cfg.hub, "flag.example.net");
+    assert_true(cfg.have_connect_to);
+    assert_int_equal(cfg.port, 9000);
+    assert_int_equal(cfg.connect_to.ss_family, AF_INET6);
+    hs_config_free(&cfg);
+}
+
+static void test_credentials(void **state)
+{
+    (void)state;
+    struct hs_config cfg;
+    const char *dev[] = {"--connection-string",
+                         "HostName=h.example.net;DeviceId=d%2A1;"
+                         "SharedAccessKey=" KEY32,
+                         NULL};
+    assert_int_equal(parse(&cfg, NULL, dev), HS_OPTS_RUN);
+    assert_int_equal(cfg.auth, HS_AUTH_DEVICE_KEY);
+    assert_int_equal(cfg.ndevices, 1);
+    assert_string_equal(cfg.device_ids[0], "d*1");
+    hs_config_free(&cfg);
+
+    const char *sas[] = {"--connection-string",
+                         "HostName=h.example.net;DeviceId=d;"
+                         "SharedAccessSignature=SharedAccessSignature sr=a",
+                         NULL};
+    assert_int_equal(parse(&cfg, NULL, sas), HS_OPTS_RUN);
+    assert_int_equal(cfg.auth, HS_AUTH_TOKEN);
+    assert_string_equal(cfg.token, "SharedAccessSignature sr=a");
+    hs_config_free(&cfg);
+
+    const char *group[] = {
+        "--hub", "h.example.net", "--group-key", KEY32, "--devices", "4", NULL};
+    assert_int_equal(parse(&cfg, NULL, group), HS_OPTS_RUN);
+    assert_int_equal(cfg.auth, HS_AUTH_GROUP_KEY);
+    hs_config_free(&cfg);
+
+    const char *policy[] = {"--hub", "h.example.net", "--policy-key", KEY32,
+                            NULL};
+    assert_int_equal(parse(&cfg, NULL, policy), HS_OPTS_RUN);
+    assert_string_equal(cfg.policy, "device");
+    hs_config_free(&cfg);
+
+    const char *none[] = {"--hub", "h.example.net.", NULL};
+    assert_int_equal(parse(&cfg, NULL, none), HS_OPTS_RUN);
+    assert_int_equal(cfg.auth, HS_AUTH_NONE);
+    assert_string_equal(cfg.hub, "h.example.net"); /* trailing dot */
+    hs_config_free(&cfg);
+}
+
+static void test_refused(void **state)
+{
+    (void)state;
+    struct hs_config cfg;
+    const char *const cases[][8] = {
+        {"--qos", "2", NULL},
+        {"--devices", "0", NULL},
+        {"--devics", "3", NULL},
+        {"--interval", "0", NULL},
+        {"--interval", ",", NULL},
+        {"--connect-to", "hub.example.net:8883", NULL},
+        {"--protocol", "amqp", NULL},
+        {"--device-key", KEY32, "--group-key", KEY32, NULL},
+        {"--policy-name", "p", NULL},
+        {"--prefix", "a/b", NULL},
+        {"--device-list", "a,b c", NULL},
+        {"--device-list", "a", "--devices", "2", NULL},
+        {"--devices", NULL},
+        {"--quiet=1", NULL},
+        {"stray", NULL},
+        {"--hub", "bad_name!", NULL},
+        {"--duration", "5 minutes", NULL},
+        {"--payload-size", "300000", NULL},
+        {"--properties", "a=b/c", NULL},
+        {"--connection-string", "HostName=h;DeviceId=d;SharedAccessKey=" KEY32,
+         "--devices", "2", NULL},
+        {"--connection-string", "HostName=h;DeviceId=d;x509=true", NULL},
+    };
+    const char *env[] = {"IotHubConnectionString=" HUB_CS, NULL};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (parse(&cfg, env, cases[i]) != HS_OPTS_ERROR) {
+            fprintf(stderr, "case %zu (%s) was accepted\n", i, cases[i][0]);
+            fail();
+        }
+    }
+    const char *bad_env[] = {"IotHubConnectionString=" HUB_CS,
+                             "DeviceCount=12x", NULL};
+    assert_int_equal(parse(&cfg, bad_env, NULL), HS_OPTS_ERROR);
+    assert_int_equal(parse(&cfg, NULL, NULL), HS_OPTS_ERROR); /* no hub */
+}
+
+static void test_durations(void **state)
+{
+    (void)state;
+    struct hs_config cfg;
+    const char *args[] = {
+        "--hub", "h.example.net", "--duration", "90",        "--keepalive",
+        "2m",    "--ack-timeout", "1500ms",     "--sas-ttl", "1h",
+        NULL};
+    assert_int_equal(parse(&cfg, NULL, args), HS_OPTS_RUN);
+    assert_int_equal(cfg.duration_ms, 90000);
+    assert_int_equal(cfg.keepalive_s, 120);
+    assert_int_equal(cfg.ack_timeout_ms, 1500);
+    assert_int_equal(cfg.sas_ttl_s, 3600);
+    hs_config_free(&cfg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_distance_and_suggest),
+        cmocka_unit_test(test_simulator_defaults),
+        cmocka_unit_test(test_env_any_case_and_lists),
+        cmocka_unit_test(test_flags_win),
+        cmocka_unit_test(test_credentials),
+        cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_durations),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
