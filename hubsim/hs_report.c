@@ -40,8 +40,8 @@ struct hs_report {
     struct hs_snapshot prev;
     struct hs_snapshot total;
     uint64_t connected_max;
-    struct hs_hist window;
-    struct hs_hist puback, connect, tls;
+    struct hg_hist window;
+    struct hg_hist puback, connect, tls;
     struct hs_second *timeline;
     size_t nsec, cap;
     char failed[4][160]; /* thresholds that failed, as text */
@@ -56,18 +56,18 @@ static size_t hs__errors_text(const struct hs_snapshot *snap, char *buf,
                               size_t cap);
 static size_t hs__add(char *buf, size_t size, size_t n, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static void hs__lat(const struct hs_hist *h, struct hs_lat *l);
+static void hs__lat(const struct hg_hist *h, struct hs_lat *l);
 static double hs__rate(const struct hs_report *r);
 static void hs__summary(struct hs_report *r, FILE *out);
 static void hs__summary_latency(FILE *out, const char *name,
-                                const struct hs_hist *h);
+                                const struct hg_hist *h);
 static void hs__summary_errors(struct hs_report *r, FILE *out);
 static void hs__thresholds(struct hs_report *r);
 static int hs__json(struct hs_report *r, const char *path);
 static void hs__json_str(FILE *f, const char *s);
 static void hs__json_config(struct hs_report *r, FILE *f);
 static void hs__json_counts(struct hs_report *r, FILE *f);
-static void hs__json_latency(FILE *f, const char *name, const struct hs_hist *h,
+static void hs__json_latency(FILE *f, const char *name, const struct hg_hist *h,
                              bool last);
 static void hs__json_errors(struct hs_report *r, FILE *f);
 static void hs__json_timeline(struct hs_report *r, FILE *f);
@@ -87,10 +87,10 @@ struct hs_report *hs_report_new(const struct hs_config *cfg,
     r->t0 = t0_ms;
     snprintf(r->target, sizeof(r->target), "%s", target);
     r->tty = isatty(STDERR_FILENO) && !cfg->quiet;
-    hs_hist_init(&r->window);
-    hs_hist_init(&r->puback);
-    hs_hist_init(&r->connect);
-    hs_hist_init(&r->tls);
+    hg_hist_init(&r->window);
+    hg_hist_init(&r->puback);
+    hg_hist_init(&r->connect);
+    hg_hist_init(&r->tls);
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);
@@ -115,17 +115,17 @@ static void hs__collect(struct hs_report *r, struct hs_snapshot *snap,
                         bool totals)
 {
     memset(snap, 0, sizeof(*snap));
-    hs_hist_init(&r->window);
+    hg_hist_init(&r->window);
     for (unsigned i = 0; i < r->n; i++) {
         struct hs_stats *s = r->stats[i];
         hs_stats_snapshot(snap, s);
         pthread_mutex_lock(&s->lock);
-        hs_hist_merge(&r->window, &s->puback_win);
-        hs_hist_init(&s->puback_win);
+        hg_hist_merge(&r->window, &s->puback_win);
+        hg_hist_init(&s->puback_win);
         if (totals) {
-            hs_hist_merge(&r->puback, &s->puback_all);
-            hs_hist_merge(&r->connect, &s->connect_all);
-            hs_hist_merge(&r->tls, &s->tls_all);
+            hg_hist_merge(&r->puback, &s->puback_all);
+            hg_hist_merge(&r->connect, &s->connect_all);
+            hg_hist_merge(&r->tls, &s->tls_all);
         }
         pthread_mutex_unlock(&s->lock);
     }
@@ -154,9 +154,9 @@ void hs_report_tick(struct hs_report *r, uint64_t now_ms)
         .connects = cur.connects - r->prev.connects,
         .reconnects = cur.reconnects - r->prev.reconnects,
         .errors = cur.errors_total - r->prev.errors_total,
-        .p50_us = hs_hist_quantile(&r->window, 0.5),
-        .p99_us = hs_hist_quantile(&r->window, 0.99),
-        .p999_us = hs_hist_quantile(&r->window, 0.999),
+        .p50_us = hg_hist_quantile(&r->window, 0.5),
+        .p99_us = hg_hist_quantile(&r->window, 0.99),
+        .p999_us = hg_hist_quantile(&r->window, 0.999),
     };
     if (!r->cfg->quiet)
         hs__live(r, s, &cur);
@@ -228,16 +228,16 @@ static size_t hs__errors_text(const struct hs_snapshot *snap, char *buf,
     return n;
 }
 
-static void hs__lat(const struct hs_hist *h, struct hs_lat *l)
+static void hs__lat(const struct hg_hist *h, struct hs_lat *l)
 {
     l->count = h->count;
     l->min = h->count ? h->min / 1000.0 : 0;
-    l->p50 = hs_hist_quantile(h, 0.5) / 1000.0;
-    l->p90 = hs_hist_quantile(h, 0.9) / 1000.0;
-    l->p99 = hs_hist_quantile(h, 0.99) / 1000.0;
-    l->p999 = hs_hist_quantile(h, 0.999) / 1000.0;
+    l->p50 = hg_hist_quantile(h, 0.5) / 1000.0;
+    l->p90 = hg_hist_quantile(h, 0.9) / 1000.0;
+    l->p99 = hg_hist_quantile(h, 0.99) / 1000.0;
+    l->p999 = hg_hist_quantile(h, 0.999) / 1000.0;
     l->max = h->max / 1000.0;
-    l->mean = hs_hist_mean(h) / 1000.0;
+    l->mean = hg_hist_mean(h) / 1000.0;
 }
 
 /* Acknowledged (QoS 0: sent) messages per second over the whole run. */
@@ -280,7 +280,7 @@ static void hs__thresholds(struct hs_report *r)
                  "--max-errors %" PRId64 ": %" PRIu64 " errors",
                  cfg->max_errors, r->total.errors_total);
     if (cfg->max_p99_ms >= 0) {
-        double p99 = hs_hist_quantile(&r->puback, 0.99) / 1000.0;
+        double p99 = hg_hist_quantile(&r->puback, 0.99) / 1000.0;
         if (r->puback.count == 0)
             snprintf(r->failed[r->nfailed++], sizeof(r->failed[0]),
                      "--max-p99 %g: no PUBACK was measured", cfg->max_p99_ms);
@@ -330,7 +330,7 @@ static void hs__summary(struct hs_report *r, FILE *out)
 }
 
 static void hs__summary_latency(FILE *out, const char *name,
-                                const struct hs_hist *h)
+                                const struct hg_hist *h)
 {
     struct hs_lat l;
     hs__lat(h, &l);
@@ -466,7 +466,7 @@ static void hs__json_counts(struct hs_report *r, FILE *f)
             t->sent, t->acked, t->lost, t->overrun, t->c2d, hs__rate(r));
 }
 
-static void hs__json_latency(FILE *f, const char *name, const struct hs_hist *h,
+static void hs__json_latency(FILE *f, const char *name, const struct hg_hist *h,
                              bool last)
 {
     struct hs_lat l;

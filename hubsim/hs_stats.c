@@ -34,10 +34,10 @@ void hs_stats_init(struct hs_stats *s)
 {
     memset(s, 0, sizeof(*s));
     pthread_mutex_init(&s->lock, NULL);
-    hs_hist_init(&s->puback_win);
-    hs_hist_init(&s->puback_all);
-    hs_hist_init(&s->connect_all);
-    hs_hist_init(&s->tls_all);
+    hg_hist_init(&s->puback_win);
+    hg_hist_init(&s->puback_all);
+    hg_hist_init(&s->connect_all);
+    hg_hist_init(&s->tls_all);
 }
 
 void hs_stats_deinit(struct hs_stats *s)
@@ -45,12 +45,12 @@ void hs_stats_deinit(struct hs_stats *s)
     pthread_mutex_destroy(&s->lock);
 }
 
-void hs_stats_latency(struct hs_stats *s, struct hs_hist *h, uint64_t us)
+void hs_stats_latency(struct hs_stats *s, struct hg_hist *h, uint64_t us)
 {
     pthread_mutex_lock(&s->lock);
-    hs_hist_record(h, us);
+    hg_hist_record(h, us);
     if (h == &s->puback_all)
-        hs_hist_record(&s->puback_win, us);
+        hg_hist_record(&s->puback_win, us);
     pthread_mutex_unlock(&s->lock);
 }
 

@@ -12,7 +12,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "hs_hist.h"
+#include "hg_hist.h"
 
 /* Errors, told apart by what failed. */
 enum hs_err {
@@ -57,10 +57,10 @@ struct hs_stats {
     hs_counter connack[HS_CONNACK_CODES];
 
     pthread_mutex_t lock;       /* guards what follows */
-    struct hs_hist puback_win;  /* since the reporter last looked */
-    struct hs_hist puback_all;  /* microseconds, publish to PUBACK */
-    struct hs_hist connect_all; /* microseconds, TCP start to CONNACK */
-    struct hs_hist tls_all;     /* microseconds, TLS handshake */
+    struct hg_hist puback_win;  /* since the reporter last looked */
+    struct hg_hist puback_all;  /* microseconds, publish to PUBACK */
+    struct hg_hist connect_all; /* microseconds, TCP start to CONNACK */
+    struct hg_hist tls_all;     /* microseconds, TLS handshake */
     char sample[HS_ERR_N][HS_SAMPLE_LEN]; /* first error of each kind */
 };
 
@@ -93,7 +93,7 @@ static inline void hs_stat_sub(hs_counter *c, uint64_t n)
 }
 
 /* Records a latency in microseconds into one of s's histograms. */
-void hs_stats_latency(struct hs_stats *s, struct hs_hist *h, uint64_t us);
+void hs_stats_latency(struct hs_stats *s, struct hg_hist *h, uint64_t us);
 
 /*
  * Counts an error of kind for device and keeps its text as the kind's

@@ -1,8 +1,8 @@
-#include "hs_hist.h"
+#include "hg_hist.h"
 
 #include <string.h>
 
-void hs_hist_init(struct hs_hist *h)
+void hg_hist_init(struct hg_hist *h)
 {
     memset(h, 0, sizeof(*h));
     h->min = UINT64_MAX;
@@ -13,41 +13,41 @@ void hs_hist_init(struct hs_hist *h)
  * the value shifted right by m - SUB_BITS lies in [SUB, 2 * SUB) and picks
  * one of SUB buckets in the block of that power of two.
  */
-uint32_t hs_hist_index(uint64_t value)
+uint32_t hg_hist_index(uint64_t value)
 {
-    if (value > HS_HIST_MAX)
-        value = HS_HIST_MAX;
-    if (value < 2 * HS_HIST_SUB)
+    if (value > HG_HIST_MAX)
+        value = HG_HIST_MAX;
+    if (value < 2 * HG_HIST_SUB)
         return (uint32_t)value;
     unsigned msb = 63u - (unsigned)__builtin_clzll(value);
-    unsigned shift = msb - HS_HIST_SUB_BITS;
-    return (shift + 1) * HS_HIST_SUB + (uint32_t)(value >> shift) - HS_HIST_SUB;
+    unsigned shift = msb - HG_HIST_SUB_BITS;
+    return (shift + 1) * HG_HIST_SUB + (uint32_t)(value >> shift) - HG_HIST_SUB;
 }
 
 /* The smallest value that lands in bucket index. */
-uint64_t hs_hist_low(uint32_t index)
+uint64_t hg_hist_low(uint32_t index)
 {
-    if (index < 2 * HS_HIST_SUB)
+    if (index < 2 * HG_HIST_SUB)
         return index;
-    unsigned shift = index / HS_HIST_SUB - 1;
-    uint64_t sub = HS_HIST_SUB + index % HS_HIST_SUB;
+    unsigned shift = index / HG_HIST_SUB - 1;
+    uint64_t sub = HG_HIST_SUB + index % HG_HIST_SUB;
     return sub << shift;
 }
 
 /* The largest value that lands in bucket index. */
-uint64_t hs_hist_high(uint32_t index)
+uint64_t hg_hist_high(uint32_t index)
 {
-    if (index < 2 * HS_HIST_SUB)
+    if (index < 2 * HG_HIST_SUB)
         return index;
-    unsigned shift = index / HS_HIST_SUB - 1;
-    return hs_hist_low(index) + (UINT64_C(1) << shift) - 1;
+    unsigned shift = index / HG_HIST_SUB - 1;
+    return hg_hist_low(index) + (UINT64_C(1) << shift) - 1;
 }
 
-void hs_hist_record(struct hs_hist *h, uint64_t value)
+void hg_hist_record(struct hg_hist *h, uint64_t value)
 {
-    if (value > HS_HIST_MAX)
-        value = HS_HIST_MAX;
-    h->bucket[hs_hist_index(value)]++;
+    if (value > HG_HIST_MAX)
+        value = HG_HIST_MAX;
+    h->bucket[hg_hist_index(value)]++;
     h->count++;
     h->sum += value;
     if (value < h->min)
@@ -56,11 +56,11 @@ void hs_hist_record(struct hs_hist *h, uint64_t value)
         h->max = value;
 }
 
-void hs_hist_merge(struct hs_hist *dst, const struct hs_hist *src)
+void hg_hist_merge(struct hg_hist *dst, const struct hg_hist *src)
 {
     if (src->count == 0)
         return;
-    for (uint32_t i = 0; i < HS_HIST_BUCKETS; i++)
+    for (uint32_t i = 0; i < HG_HIST_BUCKETS; i++)
         dst->bucket[i] += src->bucket[i];
     dst->count += src->count;
     dst->sum += src->sum;
@@ -70,7 +70,7 @@ void hs_hist_merge(struct hs_hist *dst, const struct hs_hist *src)
         dst->max = src->max;
 }
 
-uint64_t hs_hist_quantile(const struct hs_hist *h, double q)
+uint64_t hg_hist_quantile(const struct hg_hist *h, double q)
 {
     if (h->count == 0)
         return 0;
@@ -85,11 +85,11 @@ uint64_t hs_hist_quantile(const struct hs_hist *h, double q)
     if (rank == 0)
         rank = 1;
     uint64_t seen = 0;
-    for (uint32_t i = 0; i < HS_HIST_BUCKETS; i++) {
+    for (uint32_t i = 0; i < HG_HIST_BUCKETS; i++) {
         seen += h->bucket[i];
         if (seen < rank)
             continue;
-        uint64_t v = hs_hist_high(i);
+        uint64_t v = hg_hist_high(i);
         if (v > h->max)
             v = h->max;
         return v < h->min ? h->min : v;
@@ -97,7 +97,7 @@ uint64_t hs_hist_quantile(const struct hs_hist *h, double q)
     return h->max;
 }
 
-double hs_hist_mean(const struct hs_hist *h)
+double hg_hist_mean(const struct hg_hist *h)
 {
     return h->count ? (double)h->sum / (double)h->count : 0.0;
 }
