@@ -11,6 +11,15 @@
 #include "hg_resolver.h"
 #include "hg_stats.h"
 
+/*
+ * A few idle connections from one address must not keep the load
+ * balancer's probe (from another) from an answer: a cap per client address
+ * well under the total, and a short idle timeout.
+ */
+#define HG_ADMIN_MAX_CONNS  512
+#define HG_ADMIN_MAX_PER_IP 16
+#define HG_ADMIN_TIMEOUT_S  5
+
 struct hg_admin {
     struct MHD_Daemon *mhd;
     struct hg_daemon *d;
@@ -61,8 +70,9 @@ struct hg_admin *hg_admin_start(struct hg_daemon *d,
     a->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, hg__handle, a, MHD_OPTION_SOCK_ADDR,
         (const struct sockaddr *)&addr->addr, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-        MHD_OPTION_END);
+        (unsigned)HG_ADMIN_MAX_CONNS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)HG_ADMIN_MAX_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)HG_ADMIN_TIMEOUT_S, MHD_OPTION_END);
     if (a->mhd == NULL) {
         *reason = "cannot listen (address in use or not local?)";
         free(a);
@@ -109,6 +119,12 @@ char *hg_admin_metrics(struct hg_daemon *d, size_t *len)
     hg__printf(
         &t, "hubgate_config_reloads_total{result=\"failed\"} %llu\n",
         (unsigned long long)hg_stats_get(&hg_global_stats.reloads_failed));
+    hg__family(&t, "hubgate_accept_paused_total", "counter",
+               "Times a listener paused accepting: out of descriptors or "
+               "memory.");
+    hg__printf(
+        &t, "hubgate_accept_paused_total %llu\n",
+        (unsigned long long)hg_stats_get(&hg_global_stats.accept_paused));
     if (t.failed) {
         free(t.s);
         return NULL;

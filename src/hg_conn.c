@@ -180,7 +180,7 @@ void hg_conn_accepted(struct hg_worker *w, struct hg_wlisten *wl, int fd,
         w->conns->prev = c;
     w->conns = c;
 
-    hg_net_tune(fd, (unsigned)(cfg->tcp_keepalive_ms / 1000));
+    hg_net_tune(fd, (unsigned)((cfg->tcp_keepalive_ms + 999) / 1000));
     int rc =
         hg_io_add(&w->loop, &c->cio, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
     if (rc < 0) {
@@ -444,7 +444,7 @@ static int hg__connect_one(struct hg_conn *c)
     if (fd < 0)
         return -errno;
     const struct hg_config *cfg = c->wcfg->cfg;
-    hg_net_tune(fd, (unsigned)(cfg->tcp_keepalive_ms / 1000));
+    hg_net_tune(fd, (unsigned)((cfg->tcp_keepalive_ms + 999) / 1000));
     if (connect(fd, &c->backend.sa, hg_net_len(&c->backend.sa)) < 0 &&
         errno != EINPROGRESS) {
         int rc = -errno;
@@ -656,6 +656,7 @@ static int hg__pipe_write(struct hg_conn *c, struct hg_flow *f, int fd,
     if (n < 0)
         return hg__write_failed(c, wr_bit, errno);
     f->len -= (uint32_t)n;
+    c->t_last = c->w->loop.now;
     if (f->len == 0) {
         hg_worker_pipe_put(c->w, f->pipe, true);
         f->pipe = NULL;
@@ -677,6 +678,7 @@ static int hg__flow_write(struct hg_conn *c, struct hg_flow *f, int fd,
     if (n < 0)
         return hg__write_failed(c, wr_bit, errno);
     f->off += (uint32_t)n;
+    c->t_last = c->w->loop.now; /* a reader draining slowly is not idle */
     if (f->off < f->len)
         return 1;
     hg__flow_release(c, f);

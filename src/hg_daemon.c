@@ -53,6 +53,7 @@ static void hg__signal_cb(struct hg_loop *loop, struct hg_io *io,
 static void hg__shutdown(struct hg_daemon *d);
 static void hg__stop_cb(struct hg_loop *loop, struct hg_timer *timer);
 static bool hg__all_drained(struct hg_daemon *d);
+static void hg__close_listeners(struct hg_daemon *d);
 static void hg__exit(struct hg_daemon *d);
 static int hg__signals_open(struct hg_daemon *d);
 static void hg__raise_nofile(void);
@@ -460,7 +461,29 @@ static void hg__stop_cb(struct hg_loop *loop, struct hg_timer *timer)
         hg__exit(d);
         return;
     }
+    hg__close_listeners(d);
     hg_timer_start(loop, timer, HG_STOP_POLL_MS);
+}
+
+/*
+ * Once no worker watches them any more, closes the listening sockets, so
+ * that the kernel refuses new connections instead of queueing them for
+ * nobody (or handing them to this process rather than to a new instance
+ * sharing the port).
+ */
+static void hg__close_listeners(struct hg_daemon *d)
+{
+    if (d->socks == NULL)
+        return;
+    for (unsigned i = 0; i < d->nworkers; i++)
+        if (!atomic_load(&d->workers[i].unlisted))
+            return;
+    while (d->socks != NULL) {
+        struct hg_listen_sock *s = d->socks;
+        d->socks = s->next;
+        hg__sock_close(d, s);
+    }
+    hg_log_info("listening sockets closed");
 }
 
 static bool hg__all_drained(struct hg_daemon *d)

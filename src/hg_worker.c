@@ -223,6 +223,7 @@ static void hg__cmd_cb(struct hg_loop *loop, struct hg_io *io, uint32_t events)
         w->accepting = false;
         if (w->wcfg)
             hg__unlisten_all(w, w->wcfg);
+        atomic_store(&w->unlisted, true);
     }
     if (cmds & HG_WORKER_DRAIN)
         hg__drain_start(w);
@@ -421,18 +422,21 @@ static bool hg__accept_one(struct hg_worker *w, struct hg_wlisten *wl)
 
 /*
  * Out of descriptors or memory: stop accepting on this socket for a moment
- * (the kernel keeps the backlog) instead of spinning, and say so once.
+ * (the kernel keeps the backlog) instead of spinning; count it, and say so
+ * at most once a minute.
  */
 static void hg__accept_pause(struct hg_worker *w, struct hg_wlisten *wl,
                              int err)
 {
     hg_io_del(&w->loop, &wl->io);
     hg_timer_start(&w->loop, &wl->pause, HG_ACCEPT_PAUSE_MS);
-    if (atomic_fetch_add(&hg_global_stats.accept_paused, 1) == 0 ||
-        hg_log_enabled(HG_LOG_DEBUG))
-        hg_log_warn("listener %s: accept paused for %d ms: %s "
-                    "(raise the open files limit?)",
-                    wl->conf->name, HG_ACCEPT_PAUSE_MS, strerror(err));
+    hg_stats_add(&hg_global_stats.accept_paused, 1);
+    if (w->pause_log_ms != 0 && w->loop.now - w->pause_log_ms < 60000)
+        return;
+    w->pause_log_ms = w->loop.now;
+    hg_log_warn("listener %s: accept paused for %d ms: %s "
+                "(raise the open files limit?)",
+                wl->conf->name, HG_ACCEPT_PAUSE_MS, strerror(err));
 }
 
 static void hg__resume_cb(struct hg_loop *loop, struct hg_timer *timer)

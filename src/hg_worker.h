@@ -87,9 +87,11 @@ struct hg_worker {
     struct hg_timer drain; /* closes connections a few at a time */
     uint64_t drain_start, drain_ms;
     uint32_t drain_total, drain_closed;
-    atomic_bool drained; /* no connection left after a drain */
+    atomic_bool drained;  /* no connection left after a drain */
+    atomic_bool unlisted; /* no listening socket in its epoll any more */
 
-    uint64_t sample_ms; /* refusal log sampling */
+    uint64_t pause_log_ms; /* last "accept paused" line */
+    uint64_t sample_ms;    /* refusal log sampling */
     uint64_t suppressed;
 };
 
