@@ -1,11 +1,13 @@
 # Thin wrapper over CMake: `make`, `make test`, `make demo`.
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+BENCH_BUILD ?= build-bench
+BENCH_ARGS  ?=
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
 .PHONY: all deps build asan test test-unit test-asan demo format format-check \
-        fuzz clean
+        fuzz bench clean
 
 all: build
 
@@ -38,11 +40,26 @@ test-unit: build
 demo: deps build
 	bash demo/demo.sh $(BUILD)/hubgate
 
+# hubgate against HAProxy and NGINX (about ten minutes; never part of
+# `make test`): a RelWithDebInfo build of its own, then bench/run.py writes
+# docs/benchmarks.md. More rounds: make bench BENCH_ARGS="--rounds 5".
+$(BENCH_BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	    $(CMAKE_ARGS)
+
+bench: deps $(BENCH_BUILD)/CMakeCache.txt
+	cmake --build $(BENCH_BUILD) -j $(JOBS) --target hubgate hgload hgecho
+	python3 bench/run.py --build $(BENCH_BUILD) --docs docs/benchmarks.md \
+	    $(BENCH_ARGS)
+
+FORMATTED = src/*.[ch] tests/unit/*.c tests/fuzz/*.c bench/*.[ch] \
+            hubsim/*.[ch] hubsim/tests/*.c
+
 format:
-	clang-format -i src/*.[ch] tests/unit/*.c tests/fuzz/*.c
+	clang-format -i $(FORMATTED)
 
 format-check:
-	@clang-format --dry-run -Werror src/*.[ch] tests/unit/*.c tests/fuzz/*.c
+	@clang-format --dry-run -Werror $(FORMATTED)
 
 fuzz:
 	cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DHG_FUZZ=ON \
@@ -50,4 +67,4 @@ fuzz:
 	cmake --build build-fuzz -j $(JOBS)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz $(BENCH_BUILD)

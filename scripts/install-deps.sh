@@ -12,8 +12,9 @@ packages=(
     # tests and demo: the real servers and clients
     mosquitto mosquitto-clients dnsmasq-base nftables iproute2 openssl
     python3 procps psmisc valgrind curl coreutils
-    # benchmarks (make bench): the peers hubgate is measured against
-    haproxy nginx libnginx-mod-stream
+    # benchmarks (make bench): the peers hubgate is measured against, and
+    # strace for system calls per message (callgrind comes with valgrind)
+    haproxy nginx libnginx-mod-stream strace
 )
 # Daemons whose Debian packages start a system service on install; the
 # benchmarks start their own copies on free loopback ports and need none.
