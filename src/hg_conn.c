@@ -180,7 +180,7 @@ void hg_conn_accepted(struct hg_worker *w, struct hg_wlisten *wl, int fd,
         w->conns->prev = c;
     w->conns = c;
 
-    hg_net_tune(fd, (unsigned)((cfg->tcp_keepalive_ms + 999) / 1000));
+    /* TCP_NODELAY and keepalive come from the listening socket. */
     int rc =
         hg_io_add(&w->loop, &c->cio, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
     if (rc < 0) {
@@ -594,7 +594,8 @@ static int hg__flow_read(struct hg_conn *c, enum hg_dir dir, int fd)
 static int hg__pipe_read(struct hg_conn *c, enum hg_dir dir, int fd)
 {
     struct hg_flow *f = dir == HG_DIR_UP ? &c->up : &c->down;
-    ssize_t n = splice(fd, NULL, f->pipe->fd[1], NULL, HG_PIPE_SIZE,
+    size_t asked = f->pipe->size;
+    ssize_t n = splice(fd, NULL, f->pipe->fd[1], NULL, asked,
                        SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     int err = errno;
     if (n > 0) {
@@ -603,7 +604,7 @@ static int hg__pipe_read(struct hg_conn *c, enum hg_dir dir, int fd)
         hg_worker_pipe_put(c->w, f->pipe, true); /* empty: held only in use */
         f->pipe = NULL;
     }
-    return hg__read_result(c, dir, n, HG_PIPE_SIZE, err);
+    return hg__read_result(c, dir, n, asked, err);
 }
 
 /*

@@ -35,7 +35,8 @@ static void hg__resolver_log(void *arg, enum hg_log_level level,
                              const char *host, const char *what);
 static int hg__setup(struct hg_daemon *d, struct hg_config *cfg);
 static int hg__activate(struct hg_daemon *d, struct hg_config *cfg);
-static void hg__mark_socks(struct hg_config *cfg, uint64_t gen);
+static void hg__mark_socks(struct hg_daemon *d, struct hg_config *cfg,
+                           uint64_t gen);
 static int hg__activate_listeners(struct hg_daemon *d, struct hg_config *cfg);
 static int hg__activate_routes(struct hg_daemon *d, struct hg_config *cfg);
 static void hg__runtime_free(struct hg_config *cfg);
@@ -143,7 +144,7 @@ static int hg__setup(struct hg_daemon *d, struct hg_config *cfg)
     hg_resolver_set_log(d->resolver, hg__resolver_log, NULL);
     if (hg__activate(d, cfg) < 0)
         return -1;
-    hg__mark_socks(cfg, 1);
+    hg__mark_socks(d, cfg, 1);
     atomic_store(&d->gen, 1);
     size_t missing = hg_resolver_wait_initial(d->resolver, HG_FIRST_RESOLVE_MS);
     if (missing > 0)
@@ -188,13 +189,22 @@ static int hg__activate(struct hg_daemon *d, struct hg_config *cfg)
 
 /*
  * Marks the addresses cfg binds as in use by generation gen, once cfg is
- * sure to be used: the sweep closes the others.
+ * sure to be used (the sweep closes the others), and gives them cfg's TCP
+ * options.
  */
-static void hg__mark_socks(struct hg_config *cfg, uint64_t gen)
+static void hg__mark_socks(struct hg_daemon *d, struct hg_config *cfg,
+                           uint64_t gen)
 {
-    for (size_t i = 0; i < cfg->nlisteners; i++)
-        for (size_t b = 0; b < cfg->listeners[i].nbinds; b++)
-            cfg->listeners[i].socks[b]->used_gen = gen;
+    unsigned keepalive_s = (unsigned)((cfg->tcp_keepalive_ms + 999) / 1000);
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        for (size_t b = 0; b < cfg->listeners[i].nbinds; b++) {
+            struct hg_listen_sock *s = cfg->listeners[i].socks[b];
+            s->used_gen = gen;
+            /* Accepted sockets inherit these: none to set per connection. */
+            for (unsigned w = 0; w < d->nworkers; w++)
+                hg_net_tune(s->fds[w], keepalive_s);
+        }
+    }
 }
 
 static int hg__activate_listeners(struct hg_daemon *d, struct hg_config *cfg)
@@ -325,7 +335,7 @@ static void hg__publish(struct hg_daemon *d, struct hg_config *cfg)
     pthread_mutex_unlock(&d->cfg_lock);
     atomic_store(&d->published, cfg);
     r->until_gen = atomic_load(&d->gen) + 1;
-    hg__mark_socks(cfg, r->until_gen);
+    hg__mark_socks(d, cfg, r->until_gen);
     atomic_store(&d->gen, r->until_gen);
     r->next = d->retired;
     d->retired = r;

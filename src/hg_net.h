@@ -26,7 +26,10 @@ void hg_net_set_port(struct sockaddr *sa, uint16_t port);
 /* sizeof the address of sa's family. */
 socklen_t hg_net_len(const struct sockaddr *sa);
 
-/* TCP_NODELAY and, when idle_s > 0, SO_KEEPALIVE with that idle time. */
+/*
+ * TCP_NODELAY, and SO_KEEPALIVE on with that idle time (off when 0). Set on
+ * a listening socket, every socket accepted from it inherits them.
+ */
 int hg_net_tune(int fd, unsigned keepalive_idle_s);
 
 /*

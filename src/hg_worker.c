@@ -127,6 +127,9 @@ struct hg_pipe *hg_worker_pipe_get(struct hg_worker *w)
             free(p);
             return NULL;
         }
+        /* Larger pipes move bulk in fewer splices; the default is 64 KiB. */
+        int size = fcntl(p->fd[1], F_SETPIPE_SZ, HG_PIPE_SIZE);
+        p->size = size > 0 ? (uint32_t)size : 64 * 1024;
     }
     w->pipes_used++;
     return p;

@@ -104,13 +104,14 @@ struct hg_worker {
  * bulk bytes sit in it. HG_PIPE_MAX caps the pipes in use per worker (two
  * descriptors each); past it, bulk goes through buffers.
  */
-#define HG_PIPE_SIZE  (64 * 1024)
+#define HG_PIPE_SIZE  (256 * 1024) /* asked for; the kernel may give less */
 #define HG_PIPE_CACHE 32
 #define HG_PIPE_MAX   512
 
 struct hg_pipe {
     struct hg_pipe *next; /* in the pool */
     int fd[2];
+    uint32_t size; /* bytes it holds */
 };
 
 int hg_worker_start(struct hg_worker *w, struct hg_daemon *d, unsigned id);
