@@ -76,8 +76,8 @@ __all__ = [
     "free_port", "free_ports", "wait_until", "wait_tcp",
     "spawn", "Proc", "CA", "Mosquitto", "start_mosquitto", "Dnsmasq",
     "start_dnsmasq", "dns_query", "SServer", "start_s_server",
-    "Hubgate", "start_hubgate", "check_config", "parse_prometheus",
-    "Metrics", "http_get", "NetNS", "have_netns", "require_netns",
+    "Hubgate", "start_hubgate", "start_sni_gateway", "check_config",
+    "parse_prometheus", "Metrics", "http_get", "NetNS", "have_netns", "require_netns",
     "Subscriber", "CaptureServer", "RawClient", "tcp_exchange", "chunks",
     "client_hello", "tls_records", "mqtt_connect_packet",
     "mqtt_publish_packet", "sas_token", "HUB_NAME", "run", "need_tool",
@@ -1313,6 +1313,22 @@ def start_hubgate(yaml_text, **kw):
     args, wait_ready. Stopped with SIGKILL at cleanup if the test did not
     stop() it."""
     return Hubgate(yaml_text, **kw)
+
+
+def start_sni_gateway(backend, sni, extra="", **kw):
+    """hubgate with one listener on a free loopback port and one route from
+    sni to backend ("host:port"); extra is YAML added at the top level."""
+    port = free_port()
+    return start_hubgate(f"""
+{extra}
+listeners:
+  - name: tls
+    bind: ["127.0.0.1:{port}"]
+routes:
+  - name: hub
+    sni: ["{sni}"]
+    backend: "{backend}"
+""", **kw)
 
 
 # --------------------------------------------------------------------------

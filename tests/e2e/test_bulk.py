@@ -14,16 +14,7 @@ SIZE = 8 * 1024 * 1024
 
 
 def gateway(backend):
-    port = hglib.free_port()
-    return hglib.start_hubgate(f"""
-listeners:
-  - name: tls
-    bind: ["127.0.0.1:{port}"]
-routes:
-  - name: hub
-    sni: ["{SNI}"]
-    backend: "{backend.addr}"
-""")
+    return hglib.start_sni_gateway(backend.addr, SNI)
 
 
 def fds(pid):

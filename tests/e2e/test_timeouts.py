@@ -18,17 +18,7 @@ def hello():
 
 
 def gateway(backend, extra=""):
-    port = hglib.free_port()
-    return hglib.start_hubgate(f"""
-listeners:
-  - name: tls
-    bind: ["127.0.0.1:{port}"]
-routes:
-  - name: hub
-    sni: ["{SNI}"]
-    backend: "{backend}"
-{extra}
-""")
+    return hglib.start_sni_gateway(backend, SNI, extra)
 
 
 def access_lines(gw):
