@@ -8,17 +8,20 @@ packages=(
     # build
     build-essential cmake pkg-config clang clang-format
     libyaml-dev libc-ares-dev libmicrohttpd-dev liburcu-dev libcmocka-dev
-    libssl-dev
+    libssl-dev libqpid-proton11-dev
     # tests and demo: the real servers and clients
     mosquitto mosquitto-clients dnsmasq-base nftables iproute2 openssl
     python3 procps psmisc valgrind curl coreutils
     # benchmarks (make bench): the peers hubgate is measured against, and
     # strace for system calls per message (callgrind comes with valgrind)
     haproxy nginx libnginx-mod-stream strace
+    # hubsim's tests: RabbitMQ with its AMQP 1.0 plugin as the AMQP broker,
+    # Chromium (headless, no network) to open the HTML report
+    rabbitmq-server chromium
 )
 # Daemons whose Debian packages start a system service on install; the
 # benchmarks start their own copies on free loopback ports and need none.
-services=(haproxy nginx)
+services=(haproxy nginx rabbitmq-server)
 # Node.js and npm run the Azure IoT device SDK in the end-to-end tests and
 # the demo; a machine that already has them (from any source) keeps its own.
 command -v npm >/dev/null || packages+=(nodejs npm)
