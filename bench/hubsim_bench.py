@@ -191,6 +191,8 @@ def memory_round(ca):
 
 def rate_step(ca, broker, devices, interval_ms):
     window = size("rate_window_s")
+    if not ARGS.quick:
+        hbench.wait_quiet(20)
     sim = Sim(ca, broker, [
         "--devices", str(devices), "--messages", "0", "--qos", "1",
         "--interval", str(interval_ms), "--ramp", "0", "--threads", "1",
@@ -201,7 +203,9 @@ def rate_step(ca, broker, devices, interval_ms):
                      interval=0.05, what="the next live line")
     start_t = sim.live()[0]
     c_sim, c_broker = cpu_s(sim.proc.pid), cpu_s(broker.pid)
+    foreign = hbench.Foreign()
     time.sleep(window)
+    other = foreign.cores()
     c_sim, c_broker = cpu_s(sim.proc.pid) - c_sim, \
         cpu_s(broker.pid) - c_broker
     end_t = sim.live()[0]
@@ -226,10 +230,11 @@ def rate_step(ca, broker, devices, interval_ms):
            "hubsim_us_per_msg": c_sim * 1e6 / acked if acked else None,
            "broker_us_per_msg": c_broker * 1e6 / acked if acked else None,
            "behind": res.report["messages"]["behind_schedule"],
+           "other_cores": other,
            "errors": res.report["errors"]["total"]}
     log(f"rate: offered {offered:,.0f}/s acked {out['acked_per_s']:,.0f}/s "
         f"hubsim {out['hubsim_cores']:.2f} cores, Mosquitto "
-        f"{out['broker_cores']:.2f} cores")
+        f"{out['broker_cores']:.2f} cores, other processes {other:.2f}")
     return out
 
 
@@ -329,15 +334,19 @@ def report(results, info, elapsed, cmd):
         lines += ["", "“limited by”: where acked/s falls more than 5 % short "
                   "of the offered rate, the process using more CPU. "
                   "Mosquitto has one thread, so near 1.0 cores it is "
-                  "saturated.", "", "Every round:", "",
+                  "saturated. Each step first waits (up to 20 s) for the "
+                  "rest of the machine to be quiet; what other processes "
+                  "used during the step is in the last table.", "",
+                  "Every round:", "",
                   "| offered/s | round | acked/s | hubsim cores | "
-                  "Mosquitto cores | errors |", "|---|---|---|---|---|---|"]
+                  "Mosquitto cores | other processes, cores | errors |",
+                  "|---|---|---|---|---|---|---|"]
         for step in steps:
             for i, r in enumerate(step, 1):
                 lines.append(
                     f"| {num(r['offered'])} | {i} | {num(r['acked_per_s'])}"
                     f" | {r['hubsim_cores']:.2f} | {r['broker_cores']:.2f} | "
-                    f"{r['errors']} |")
+                    f"{r['other_cores']:.2f} | {r['errors']} |")
         lines.append("")
     return "\n".join(lines)
 
