@@ -23,7 +23,7 @@ TRAILER = b"\x17\x03\x03\x00\x0c" + b"after-hello!"
 
 
 def gateway(extra=""):
-    backend = gwlib.Backend(reply=REPLY, name="capture")
+    backend = hglib.CaptureServer(reply=REPLY, name="capture")
     port = hglib.free_port()
     gw = hglib.start_hubgate(f"""
 log:
@@ -50,8 +50,8 @@ def check_forwarded(gw, backend, addr, pieces, delay=0.0, what=""):
         if i and delay:
             time.sleep(delay)
         c.send(p)
-    conn = backend.wait_count(before + 1)[before]
-    backend.wait_data(conn, len(sent))
+    conn = backend.wait_connections(before + 1)[before]
+    backend.wait_bytes(conn, len(sent))
     got = c.recv_exactly(len(REPLY))
     assert got == REPLY, f"{what}: client got {got!r}"
     c.close()
@@ -143,7 +143,7 @@ def test_openssl_s_client_hello():
     # The backend answers with a TLS alert (handshake_failure): s_client
     # then gives up and closes.
     alert = b"\x15\x03\x03\x00\x02\x02\x28"
-    backend = gwlib.Backend(reply_after=(5, alert), name="capture")
+    backend = hglib.CaptureServer(reply_after=(5, alert), name="capture")
     port = hglib.free_port()
     gw = hglib.start_hubgate(f"""
 listeners:
@@ -160,7 +160,7 @@ routes:
                        stdin=subprocess.DEVNULL, capture_output=True,
                        timeout=hglib.scale(20))
     assert rec.done.wait(hglib.scale(10)), "relay still open"
-    conn = backend.wait_count(1)[0]
+    conn = backend.wait_connections(1)[0]
     assert conn.closed.wait(hglib.scale(5))
     assert rec.up[:1] == b"\x16" and len(rec.up) > 100, rec.up[:20]
     hs_len = int.from_bytes(rec.up[3:5], "big")

@@ -110,7 +110,7 @@ def test_hostile_clients_leave_no_memory():
     if soft < BATCH + 100:
         resource.setrlimit(resource.RLIMIT_NOFILE,
                            (min(hard, NOFILE), hard))
-    backend = gwlib.Backend(name="never")
+    backend = hglib.CaptureServer(name="never")
     port = hglib.free_port()
     gw = hglib.start_hubgate(f"""
 timeouts:
