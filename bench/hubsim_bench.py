@@ -30,7 +30,6 @@ group and is stopped at exit; every run is bounded in count and time.
 
 import argparse
 import datetime
-import json
 import os
 import re
 import shlex
@@ -371,15 +370,8 @@ def main():
     cmd = ("make bench-hubsim" if ARGS.docs else
            "python3 bench/hubsim_bench.py " + shlex.join(sys.argv[1:]))
     text = report(results, info, time.monotonic() - started, cmd)
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    with open(os.path.join(out, "hubsim-benchmarks.md"), "w") as f:
-        f.write(text + "\n")
-    if ARGS.docs:
-        with open(ARGS.docs, "w") as f:
-            f.write(text + "\n")
-        log(f"wrote {ARGS.docs}")
-    print(os.path.join(out, "hubsim-benchmarks.md"))
+    hbench.write_results(out, "hubsim-benchmarks.md", text, results,
+                         ARGS.docs)
 
 
 if __name__ == "__main__":

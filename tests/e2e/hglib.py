@@ -52,6 +52,7 @@ every process started by a failing test, and closes with the line
 """
 
 import atexit
+import json
 import base64
 import contextlib
 import ctypes
@@ -1816,6 +1817,29 @@ def node_send(connection_string, transport, ca, count=5, timeout=30,
 # --------------------------------------------------------------------------
 # Test runner
 # --------------------------------------------------------------------------
+
+def run_bench_quick(script, report, timeout):
+    """Runs bench/SCRIPT --quick into a folder of this test's and checks
+    that it succeeded and left docs/REPORT alone. Returns (results.json's
+    data, the report's text)."""
+    out = tmp_path(unique("bench"))
+    docs = os.path.join(SOURCE_DIR, "docs", report)
+
+    def stamp():
+        return os.stat(docs).st_mtime_ns if os.path.exists(docs) else None
+    before = stamp()
+    r = subprocess.run([sys.executable,
+                        os.path.join(SOURCE_DIR, "bench", script), "--quick",
+                        "--build", BUILD_DIR, "--out", out],
+                       capture_output=True, text=True, timeout=scale(timeout))
+    sys.stderr.write(r.stderr[-6000:])
+    assert r.returncode == 0, f"{script} exited {r.returncode}"
+    assert stamp() == before, f"--quick must not touch docs/{report}"
+    with open(os.path.join(out, "results.json")) as f:
+        data = json.load(f)
+    with open(os.path.join(out, report)) as f:
+        return data, f.read()
+
 
 def main(namespace, argv=None):
     """Runs the test_* functions of a module (all, or those named on the
