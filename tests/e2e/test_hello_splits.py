@@ -24,19 +24,8 @@ TRAILER = b"\x17\x03\x03\x00\x0c" + b"after-hello!"
 
 def gateway(extra=""):
     backend = hglib.CaptureServer(reply=REPLY, name="capture")
-    port = hglib.free_port()
-    gw = hglib.start_hubgate(f"""
-log:
-  level: info
-{extra}
-listeners:
-  - name: tls
-    bind: ["127.0.0.1:{port}"]
-routes:
-  - name: hub
-    sni: ["{SNI}"]
-    backend: "{backend.addr}"
-""")
+    gw = hglib.start_sni_gateway(backend.addr, SNI,
+                                 extra="log:\n  level: info\n" + extra)
     return gw, backend, gw.listen_addrs[0]
 
 
@@ -144,16 +133,7 @@ def test_openssl_s_client_hello():
     # then gives up and closes.
     alert = b"\x15\x03\x03\x00\x02\x02\x28"
     backend = hglib.CaptureServer(reply_after=(5, alert), name="capture")
-    port = hglib.free_port()
-    gw = hglib.start_hubgate(f"""
-listeners:
-  - name: tls
-    bind: ["127.0.0.1:{port}"]
-routes:
-  - name: hub
-    sni: ["{SNI}"]
-    backend: "{backend.addr}"
-""")
+    gw = hglib.start_sni_gateway(backend.addr, SNI)
     rec = gwlib.Recorder(gw.listen_addrs[0])
     r = subprocess.run(["openssl", "s_client", "-connect", rec.addr,
                         "-servername", SNI, "-tls1_3"],

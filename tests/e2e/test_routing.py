@@ -292,19 +292,10 @@ def test_readyz_and_sigterm():
     # A short ready delay makes the 503 window certain; the drain itself is
     # test_timeouts.py's.
     bk = hglib.CaptureServer(echo=True, name="echo")
-    port = hglib.free_port()
-    gw = hglib.start_hubgate(f"""
-listeners:
-  - name: tls
-    bind: ["127.0.0.1:{port}"]
-routes:
-  - name: r
-    sni: ["hub.test"]
-    backend: "{bk.addr}"
+    gw = hglib.start_sni_gateway(bk.addr, "hub.test", extra="""
 shutdown:
   ready_delay: 1s
-  drain: 0s
-""")
+  drain: 0s""")
     for _ in range(3):
         assert gw.get("/readyz")[0] == 200
         assert gw.get("/healthz")[0] == 200
@@ -333,7 +324,7 @@ shutdown:
     assert 0.9 <= took < 1.0 + hglib.scale(2), f"exited {took:.2f} s after"
     closed, _, _ = t.wait_closed(hglib.scale(5))
     assert closed, "tunnel still open after hubgate exited"
-    line = gwlib.wait_access(gw, route="r")
+    line = gwlib.wait_access(gw, route="hub")
     assert line["term"] == "PD" and line["reason"] == "shutdown", line
 
 
