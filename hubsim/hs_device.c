@@ -262,7 +262,8 @@ static void hs__tcp_done(struct hs_device *d)
         return;
     }
     d->t_tcp_us = hs__now_us();
-    d->ssl = hs_tls_new(run->tls, d->io.fd, run->cfg->hub);
+    d->ssl = hs_tls_new(run->tls, d->io.fd, run->cfg->hub,
+                        run->ids ? &run->ids[d->index] : NULL);
     if (d->ssl == NULL) {
         hs__fail(d, HS_ERR_LOCAL, "no memory for TLS");
         return;
@@ -302,6 +303,14 @@ static void hs__tls_step(struct hs_device *d)
 static void hs__tls_fail(struct hs_device *d, const struct hs_tls_failure *f)
 {
     const char *phase = hs__state_names[d->state];
+    if ((d->state == HS_DEV_WS || d->state == HS_DEV_MQTT) &&
+        hs_tls_cert_missing(d->ssl)) {
+        hs__fail(d, HS_ERR_TLS,
+                 "%s: %s (the hub asked for a client certificate and none "
+                 "was given)",
+                 phase, f->reason);
+        return;
+    }
     switch (f->kind) {
     case HS_TLS_F_VERIFY:
         hs__fail(d, HS_ERR_TLS_VERIFY, "%s", f->reason);
