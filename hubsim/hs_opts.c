@@ -56,6 +56,8 @@ enum hs__id {
     O_MAX_ATTEMPTS,
     O_CLEAN_SESSION,
     O_C2D,
+    O_RESEND,
+    O_STORM_AT,
     O_THREADS,
     O_REPORT_JSON,
     O_QUIET,
@@ -122,6 +124,8 @@ static const struct hs__opt hs__opts[O_N] = {
     [O_MAX_ATTEMPTS] = {"max-attempts", NULL, true},
     [O_CLEAN_SESSION] = {"clean-session", NULL, true},
     [O_C2D] = {"c2d", NULL, false},
+    [O_RESEND] = {"resend-unacked", NULL, true},
+    [O_STORM_AT] = {"storm-at", NULL, true},
     [O_THREADS] = {"threads", NULL, true},
     [O_REPORT_JSON] = {"report-json", NULL, true},
     [O_QUIET] = {"quiet", NULL, false},
@@ -181,7 +185,8 @@ static const char hs__usage[] =
     "  --policy-key KEY         hub policy key (with --policy-name, default\n"
     "                           \"device\"); tokens carry skn\n"
     "  --sas-token TOKEN        a ready-made token for every device\n"
-    "  --sas-ttl DURATION       token lifetime (1h)\n"
+    "  --sas-ttl DURATION       token lifetime (1h); devices reconnect with\n"
+    "                           a fresh token at 75-85 % of it\n"
     "  --sas-expiry SECONDS     fixed expiry, seconds since 1970\n"
     "  --print-token            print each device's token and exit\n"
     "  --cert FILE --key FILE   X.509 client certificate (PEM) for every\n"
@@ -218,6 +223,10 @@ static const char hs__usage[] =
     "                           (0 = never)\n"
     "  --clean-session 0|1      (1)\n"
     "  --c2d                    subscribe to cloud-to-device messages, count\n"
+    "  --resend-unacked 0|1     re-send QoS 1 messages in flight on a\n"
+    "                           dropped connection after reconnecting (1)\n"
+    "  --storm-at D[,D...]      at these times into the run every device\n"
+    "                           drops its connection at once and reconnects\n"
     "  --threads N              event loops (one per core)\n"
     "\n"
     "Output and exit status:\n"
@@ -247,6 +256,7 @@ static int hs__fin_connstr(struct hs_config *cfg, const struct hs__settings *s,
 static int hs__fin_credentials(struct hs_config *cfg,
                                const struct hs__settings *s);
 static int hs__fin_x509(struct hs_config *cfg, const struct hs__settings *s);
+static int hs__storms(struct hs_config *cfg, const struct hs__settings *s);
 static int hs__fin_transport(struct hs_config *cfg,
                              const struct hs__settings *s);
 static int hs__fin_devices(struct hs_config *cfg, const struct hs__settings *s);
@@ -319,6 +329,7 @@ void hs_config_free(struct hs_config *cfg)
     free(cfg->cert);
     free(cfg->cert_key);
     free(cfg->cert_dir);
+    free(cfg->storm_at);
     for (uint32_t i = 0; i < cfg->ndevices; i++)
         free(cfg->device_ids[i]);
     free(cfg->device_ids);
@@ -1034,6 +1045,39 @@ static int hs__fin_load(struct hs_config *cfg, const struct hs__settings *s)
     if (s->value[O_CLEAN_SESSION])
         cfg->clean_session = v == 1;
     cfg->c2d = s->value[O_C2D] != NULL;
+    cfg->resend = true;
+    if (s->value[O_RESEND] && hs__uint(s, O_RESEND, 0, 1, &v) < 0)
+        return -1;
+    if (s->value[O_RESEND])
+        cfg->resend = v == 1;
+    return s->value[O_STORM_AT] ? hs__storms(cfg, s) : 0;
+}
+
+/* --storm-at: durations into the run, split on ',', in rising order. */
+static int hs__storms(struct hs_config *cfg, const struct hs__settings *s)
+{
+    const char *p = s->value[O_STORM_AT];
+    size_t n = 1;
+    for (const char *c = p; *c; c++)
+        n += *c == ',';
+    cfg->storm_at = calloc(n, sizeof(*cfg->storm_at));
+    if (cfg->storm_at == NULL)
+        return hs__bad(s, O_STORM_AT, "out of memory");
+    while (cfg->nstorms < n) {
+        char item[64];
+        size_t len = strcspn(p, ",");
+        const char *why = NULL;
+        uint64_t ms = 0;
+        snprintf(item, sizeof(item), "%.*s", (int)len, p);
+        if (len == 0 || len >= sizeof(item) ||
+            hs__parse_duration(item, 1000, &ms, &why) < 0)
+            return hs__bad(s, O_STORM_AT, "%s: %s", item,
+                           why ? why : "not a duration");
+        if (ms == 0 || (cfg->nstorms && ms <= cfg->storm_at[cfg->nstorms - 1]))
+            return hs__bad(s, O_STORM_AT, "%s: times must rise, above 0", item);
+        cfg->storm_at[cfg->nstorms++] = ms;
+        p += len + (p[len] ? 1 : 0);
+    }
     return 0;
 }
 

@@ -83,6 +83,9 @@ struct hs_config {
     uint32_t max_attempts; /* consecutive failures before giving up; 0: never */
     bool clean_session;
     bool c2d;
+    bool resend;        /* re-send QoS 1 messages of a dropped connection */
+    uint64_t *storm_at; /* ms into the run, ascending */
+    size_t nstorms;
     unsigned threads;
 
     /* Output and verdict. */
