@@ -74,13 +74,13 @@ static bool hs__resend(struct hs_device *d);
 static void hs__drain(struct hs_device *d);
 static void hs__finish(struct hs_device *d);
 static bool hs__goodbye(struct hs_device *d);
-static void hs__renew_plan(struct hs_device *d);
+static void hs__renew_plan(struct hs_device *d, uint64_t now_s);
 static void hs__renew(struct hs_device *d);
 static void hs__renew_now(struct hs_device *d);
 static void hs__fail(struct hs_device *d, enum hs_err kind, const char *fmt,
                      ...) __attribute__((format(printf, 3, 4)));
 static void hs__drop(struct hs_device *d, bool graceful);
-static void hs__after_drop(struct hs_device *d);
+static void hs__after_drop(struct hs_device *d, bool failed);
 static void hs__ka_arm(struct hs_device *d);
 static enum hs_err hs__errno_kind(int err);
 static bool hs__buf_add(struct hs_buf *b, const uint8_t *data, size_t len);
@@ -150,7 +150,7 @@ bool hs_device_storm(struct hs_device *d)
     d->storm_hit = true;
     hs_stat_add(&d->w->stats.storm_drops, 1);
     hs__drop(d, false);
-    hs__after_drop(d);
+    hs__after_drop(d, false); /* not a failure: no step toward giving up */
     return true;
 }
 
@@ -404,19 +404,20 @@ static bool hs__mqtt_start(struct hs_device *d)
 {
     const struct hs_config *cfg = d->w->run->cfg;
     char user[HS_DEVICE_ID_MAX + 300], pass[HS_PASSWORD_MAX];
+    uint64_t now_s = (uint64_t)time(NULL);
     snprintf(user, sizeof(user), "%s/%s/?api-version=%s", cfg->hub, d->id,
              HS_API_VERSION);
     struct hs_mqtt_connect c = {
         .client_id = hs_mqtt_cstr(d->id),
         .username = hs_mqtt_cstr(user),
-        .password = hs_mqtt_cstr(hs_device_password(
-            cfg, d->id, (uint64_t)time(NULL), pass, sizeof(pass))),
+        .password = hs_mqtt_cstr(
+            hs_device_password(cfg, d->id, now_s, pass, sizeof(pass))),
         .keepalive = (uint16_t)cfg->keepalive_s,
         .clean_session = cfg->clean_session,
     };
     uint8_t *pkt = d->w->wbuf + HS_HEADROOM;
     size_t n = hs_mqtt_connect_encode(pkt, HS_WBUF_SIZE - HS_HEADROOM, &c);
-    hs__renew_plan(d);
+    hs__renew_plan(d, now_s);
     hs__set_state(d, HS_DEV_MQTT);
     return hs__send_packet(d, HS_WS_BINARY, pkt, n);
 }
@@ -1079,7 +1080,7 @@ static bool hs__goodbye(struct hs_device *d)
  * and 85 % of its lifetime, so that a fleet connected at once renews over a
  * spread of time and well before IoT Hub would drop the connection.
  */
-static void hs__renew_plan(struct hs_device *d)
+static void hs__renew_plan(struct hs_device *d, uint64_t now_s)
 {
     const struct hs_config *cfg = d->w->run->cfg;
     d->renew_at = 0;
@@ -1090,7 +1091,7 @@ static void hs__renew_plan(struct hs_device *d)
     uint64_t permille = 750 + hs_rand(&d->w->rng) % 101;
     d->renew_at = d->w->loop.now + ttl_ms * permille / 1000;
     hs_log_debug("device %s: token expires at se=%llu, renewal in %llu ms",
-                 d->id, (unsigned long long)time(NULL) + cfg->sas_ttl_s,
+                 d->id, (unsigned long long)(now_s + cfg->sas_ttl_s),
                  (unsigned long long)(ttl_ms * permille / 1000));
 }
 
@@ -1144,7 +1145,7 @@ static void hs__fail(struct hs_device *d, enum hs_err kind, const char *fmt,
     va_end(ap);
     hs_stats_error(&d->w->stats, kind, d->id, "%s", text);
     hs__drop(d, false);
-    hs__after_drop(d);
+    hs__after_drop(d, true);
 }
 
 /*
@@ -1180,8 +1181,11 @@ static void hs__drop(struct hs_device *d, bool graceful)
     d->blocked = d->ping_out = d->want_out = false;
 }
 
-/* After a failure: back off and try again, give up, or stop. */
-static void hs__after_drop(struct hs_device *d)
+/*
+ * After a failure, or a storm's drop (failed false, which does not count
+ * toward --max-attempts): back off and try again, give up, or stop.
+ */
+static void hs__after_drop(struct hs_device *d, bool failed)
 {
     const struct hs_config *cfg = d->w->run->cfg;
     bool all_sent =
@@ -1191,13 +1195,14 @@ static void hs__after_drop(struct hs_device *d)
         hs__set_state(d, HS_DEV_DONE);
         return;
     }
-    d->failures++;
-    if (cfg->max_attempts && d->failures >= cfg->max_attempts) {
+    d->failures += failed;
+    if (failed && cfg->max_attempts && d->failures >= cfg->max_attempts) {
         hs_stat_add(&d->w->stats.gave_up, 1);
         hs__set_state(d, HS_DEV_DONE);
         return;
     }
-    unsigned shift = d->failures - 1 < 30 ? d->failures - 1 : 30;
+    unsigned shift = d->failures > 1 ? d->failures - 1 : 0;
+    shift = shift < 30 ? shift : 30;
     uint64_t cap = cfg->backoff_base_ms << shift;
     if (cap > cfg->backoff_max_ms || cap >> shift != cfg->backoff_base_ms)
         cap = cfg->backoff_max_ms;
