@@ -840,7 +840,8 @@ class Subscriber:
     """
 
     def __init__(self, addr, topics="#", qos=1, cafile=None,
-                 server_name=None, netns=None, client_id=None):
+                 server_name=None, netns=None, client_id=None,
+                 extra_args=()):
         need_tool("mosquitto_sub")
         host, port = split_hostport(addr)
         if server_name and netns is None:
@@ -856,6 +857,7 @@ class Subscriber:
             argv += ["-t", t]
         if cafile:
             argv += ["--cafile", cafile]
+        argv += list(extra_args)  # e.g. ["-c"]: a persistent session
         self.counts = {}
         self.messages = []
         self._lock = threading.Lock()
