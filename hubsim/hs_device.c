@@ -853,7 +853,8 @@ static bool hs__run_start(struct hs_device *d)
         return false;
     }
     if (d->next_due == 0)
-        d->next_due = now + hs_rand(&d->w->rng) % (cfg->intervals[0] + 1);
+        d->next_due = now + hs_rand(&d->w->rng) %
+                                (hs_config_interval(cfg, d->index, 0) + 1);
     else if (d->next_due < now)
         d->next_due = now;
     hg_timer_start(&d->w->loop, &d->timer, d->next_due - now);
@@ -877,7 +878,7 @@ static void hs__publish_due(struct hs_device *d)
     }
     if (!hs__publish(d))
         return;
-    uint32_t interval = cfg->intervals[d->interval_idx++ % cfg->nintervals];
+    uint32_t interval = hs_config_interval(cfg, d->index, d->interval_idx++);
     d->next_due += interval;
     if (loop->now >= d->next_due + interval) {
         hs_stat_add(&d->w->stats.overrun, 1);
@@ -896,22 +897,16 @@ static bool hs__publish(struct hs_device *d)
 {
     struct hs_worker *w = d->w;
     const struct hs_config *cfg = w->run->cfg;
-    char topic[HS_DEVICE_ID_MAX + 1024];
-    size_t plen = cfg->payload_size;
-    if (plen == 0) {
-        struct hs_template_ctx ctx = {.device_id = d->id,
-                                      .machine_name = w->run->machine_name,
-                                      .iteration = d->sent,
-                                      .rng = &w->rng};
-        clock_gettime(CLOCK_REALTIME, &ctx.now);
-        plen = hs_template_render(&cfg->template, &ctx, (char *)w->pbuf,
-                                  HS_PAYLOAD_MAX);
-    }
-    snprintf(topic, sizeof(topic), "devices/%s/messages/events/%s", d->id,
-             cfg->properties ? cfg->properties : "");
-    struct hs_mqtt_publish pub = {.topic = hs_mqtt_cstr(topic),
-                                  .payload = w->pbuf,
-                                  .payload_len = plen,
+    struct hs_message msg = {.buf = w->pbuf, .cap = HS_PAYLOAD_MAX};
+    struct hs_template_ctx ctx = {.device_id = d->id,
+                                  .machine_name = w->run->machine_name,
+                                  .iteration = d->sent,
+                                  .rng = &w->rng};
+    clock_gettime(CLOCK_REALTIME, &ctx.now);
+    hs_payload_message(&cfg->payload, d->index, &ctx, &msg);
+    struct hs_mqtt_publish pub = {.topic = {msg.topic, msg.topic_len},
+                                  .payload = msg.payload,
+                                  .payload_len = msg.len,
                                   .qos = cfg->qos};
     if (cfg->qos > 0) {
         pub.packet_id = d->next_id++;
