@@ -1364,8 +1364,14 @@ static int hs__variables(struct hs_config *cfg, const struct hs__settings *s)
                            je.why, je.line, je.col);
         arr = parsed;
     }
+    /* Without Variables the simulator has one: Counter, from 1 by 1. */
+    static const char dflt[] = "[{\"name\": \"Counter\"}]";
+    struct hs_json_error je;
+    if (arr == NULL &&
+        hs_json_parse(dflt, sizeof(dflt) - 1, 0, &parsed, &je) < 0)
+        return hs__bad(s, O_VARIABLES, "out of memory");
     if (arr == NULL)
-        return 0;
+        arr = parsed;
     char what[320], err[512];
     snprintf(what, sizeof(what), "%s", hs__name(s, O_VARIABLES));
     int rc = hs_vars_parse(&cfg->payload.vars, arr, what, err, sizeof(err));
