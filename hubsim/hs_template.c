@@ -159,6 +159,7 @@ size_t hs_template_value(enum hs_var var, const struct hs_template_ctx *c,
     case HS_VAR_DEVICE_ID:
     case HS_VAR_MACHINE_NAME:
         s = var == HS_VAR_DEVICE_ID ? c->device_id : c->machine_name;
+        s = s ? s : "";
         len = strlen(s);
         break;
     case HS_VAR_GUID:
