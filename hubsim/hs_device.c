@@ -68,8 +68,6 @@ static bool hs__on_c2d(struct hs_device *d, const struct hs_mqtt_publish *p);
 static bool hs__run_start(struct hs_device *d);
 static void hs__publish_due(struct hs_device *d);
 static bool hs__publish(struct hs_device *d);
-static bool hs__publish_msg(struct hs_device *d, const struct hs_inflight *m,
-                            bool dup);
 static bool hs__resend(struct hs_device *d);
 static void hs__drain(struct hs_device *d);
 static void hs__finish(struct hs_device *d);
@@ -90,6 +88,15 @@ static void hs__buf_free(struct hs_buf *b);
 /* Life cycle                                                          */
 /* ------------------------------------------------------------------ */
 
+/* The messages in flight will never be acknowledged: counted lost. */
+static void hs__inflight_lost(struct hs_device *d)
+{
+    hs_stat_add(&d->w->stats.lost, d->ninflight);
+    for (uint32_t i = 0; i < d->ninflight; i++)
+        free(d->inflight[i].pkt);
+    d->ninflight = 0;
+}
+
 int hs_device_init(struct hs_device *d, struct hs_worker *w, const char *id,
                    uint32_t index)
 {
@@ -102,7 +109,6 @@ int hs_device_init(struct hs_device *d, struct hs_worker *w, const char *id,
     d->timer.cb = hs__on_timer;
     d->ka.cb = hs__on_ka;
     d->next_id = 1;
-    d->seed = hs_rand(&w->rng);
     if (w->run->cfg->qos > 0) {
         d->inflight = calloc(w->run->cfg->inflight, sizeof(*d->inflight));
         if (d->inflight == NULL)
@@ -115,6 +121,8 @@ void hs_device_deinit(struct hs_device *d)
 {
     if (d->io.fd >= 0)
         hs__drop(d, false);
+    for (uint32_t i = 0; i < d->ninflight; i++)
+        free(d->inflight[i].pkt);
     free(d->inflight);
     d->inflight = NULL;
 }
@@ -205,8 +213,7 @@ static void hs__set_state(struct hs_device *d, enum hs_dev_state s)
     d->state = s;
     if (s == HS_DEV_DONE && old != HS_DEV_DONE) {
         /* Messages kept to re-send will never go now. */
-        hs_stat_add(&st->lost, d->ninflight);
-        d->ninflight = 0;
+        hs__inflight_lost(d);
         hg_timer_stop(&d->w->loop, &d->timer);
         hg_timer_stop(&d->w->loop, &d->ka);
         hs_stat_add(&st->finished, 1);
@@ -861,6 +868,7 @@ static bool hs__on_puback(struct hs_device *d, uint16_t id)
     }
     hs_stats_latency(st, &st->puback_all,
                      hs__now_us() - d->inflight[i].sent_us);
+    free(d->inflight[i].pkt);
     d->inflight[i] = d->inflight[--d->ninflight];
     hs_stat_add(&st->acked, 1);
     if (d->state == HS_DEV_DRAIN && d->ninflight == 0) {
@@ -908,7 +916,8 @@ static bool hs__run_start(struct hs_device *d)
         return false;
     }
     if (d->next_due == 0)
-        d->next_due = now + hs_rand(&d->w->rng) % (cfg->intervals[0] + 1);
+        d->next_due = now + hs_rand(&d->w->rng) %
+                                (hs_config_interval(cfg, d->index, 0) + 1);
     else if (d->next_due < now)
         d->next_due = now;
     hg_timer_start(&d->w->loop, &d->timer, d->next_due - now);
@@ -932,7 +941,7 @@ static void hs__publish_due(struct hs_device *d)
     }
     if (!hs__publish(d))
         return;
-    uint32_t interval = cfg->intervals[d->interval_idx++ % cfg->nintervals];
+    uint32_t interval = hs_config_interval(cfg, d->index, d->interval_idx++);
     d->next_due += interval;
     if (loop->now >= d->next_due + interval) {
         hs_stat_add(&d->w->stats.overrun, 1);
@@ -946,71 +955,54 @@ static void hs__publish_due(struct hs_device *d)
                    d->next_due > loop->now ? d->next_due - loop->now : 0);
 }
 
-/* A new telemetry message: numbered, kept in flight at QoS 1, sent. */
+/*
+ * A new telemetry message: rendered, numbered, sent. At QoS 1 it stays in
+ * flight until its PUBACK; with re-sending on, its encoded packet is kept
+ * too, so a message sent again after a reconnect is byte for byte the one
+ * sent first (variables have moved on since).
+ */
 static bool hs__publish(struct hs_device *d)
 {
-    const struct hs_config *cfg = d->w->run->cfg;
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    struct hs_inflight m = {
-        .sent_us = hs__now_us(),
-        .iteration = d->sent,
-        .time_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec,
-    };
+    struct hs_worker *w = d->w;
+    const struct hs_config *cfg = w->run->cfg;
+    struct hs_message msg = {.buf = w->pbuf, .cap = HS_PAYLOAD_MAX};
+    struct hs_template_ctx ctx = {.device_id = d->id,
+                                  .machine_name = w->run->machine_name,
+                                  .iteration = d->sent,
+                                  .rng = &w->rng};
+    clock_gettime(CLOCK_REALTIME, &ctx.now);
+    hs_payload_message(&cfg->payload, d->index, &ctx, &msg);
+    struct hs_mqtt_publish pub = {.topic = {msg.topic, msg.topic_len},
+                                  .payload = msg.payload,
+                                  .payload_len = msg.len,
+                                  .qos = cfg->qos};
+    struct hs_inflight m = {.sent_us = hs__now_us()};
     if (cfg->qos > 0) {
-        m.id = d->next_id++;
+        m.id = pub.packet_id = d->next_id++;
         if (d->next_id == 0)
             d->next_id = 1;
+    }
+    uint8_t *pkt = w->wbuf + HS_HEADROOM;
+    size_t n = hs_mqtt_publish_encode(pkt, HS_WBUF_SIZE - HS_HEADROOM, &pub);
+    if (cfg->qos > 0) {
+        if (cfg->resend) {
+            m.pkt = malloc(n);
+            if (m.pkt == NULL) {
+                hs__fail(d, HS_ERR_LOCAL, "no memory for a message");
+                return false;
+            }
+            memcpy(m.pkt, pkt, n);
+            m.len = (uint32_t)n;
+        }
         d->inflight[d->ninflight++] = m;
     }
     d->sent++;
-    hs_stat_add(&d->w->stats.sent, 1);
-    if (!hs__publish_msg(d, &m, false))
+    hs_stat_add(&w->stats.sent, 1);
+    if (!hs__send_packet(d, HS_WS_BINARY, pkt, n))
         return false;
     if (d->ninflight == 1)
         hs__ka_arm(d);
     return true;
-}
-
-/*
- * Renders, encodes and sends message m. Its payload depends only on m and
- * the device (the Guid comes from the device's seed and the message
- * number), so a message sent again is the message sent first.
- */
-static bool hs__publish_msg(struct hs_device *d, const struct hs_inflight *m,
-                            bool dup)
-{
-    struct hs_worker *w = d->w;
-    const struct hs_config *cfg = w->run->cfg;
-    char topic[HS_DEVICE_ID_MAX + 1024];
-    size_t plen = cfg->payload_size;
-    if (plen == 0) {
-        /* splitmix64 of seed + number: a good xorshift start, never 0 */
-        uint64_t rng = d->seed + m->iteration * 0x9E3779B97F4A7C15ull;
-        rng = (rng ^ (rng >> 30)) * 0xBF58476D1CE4E5B9ull;
-        rng = (rng ^ (rng >> 27)) * 0x94D049BB133111EBull;
-        rng = (rng ^ (rng >> 31)) | 1;
-        struct hs_template_ctx ctx = {
-            .device_id = d->id,
-            .machine_name = w->run->machine_name,
-            .iteration = m->iteration,
-            .now = {.tv_sec = (time_t)(m->time_ns / 1000000000u),
-                    .tv_nsec = (long)(m->time_ns % 1000000000u)},
-            .rng = &rng};
-        plen = hs_template_render(&cfg->template, &ctx, (char *)w->pbuf,
-                                  HS_PAYLOAD_MAX);
-    }
-    snprintf(topic, sizeof(topic), "devices/%s/messages/events/%s", d->id,
-             cfg->properties ? cfg->properties : "");
-    struct hs_mqtt_publish pub = {.topic = hs_mqtt_cstr(topic),
-                                  .payload = w->pbuf,
-                                  .payload_len = plen,
-                                  .packet_id = m->id,
-                                  .qos = cfg->qos,
-                                  .dup = dup};
-    uint8_t *pkt = w->wbuf + HS_HEADROOM;
-    size_t n = hs_mqtt_publish_encode(pkt, HS_WBUF_SIZE - HS_HEADROOM, &pub);
-    return hs__send_packet(d, HS_WS_BINARY, pkt, n);
 }
 
 /*
@@ -1020,10 +1012,14 @@ static bool hs__publish_msg(struct hs_device *d, const struct hs_inflight *m,
 static bool hs__resend(struct hs_device *d)
 {
     uint64_t now = hs__now_us();
+    uint8_t *pkt = d->w->wbuf + HS_HEADROOM;
     for (uint32_t i = 0; i < d->ninflight; i++) {
-        d->inflight[i].sent_us = now;
+        struct hs_inflight *m = &d->inflight[i];
+        m->sent_us = now;
         hs_stat_add(&d->w->stats.resent, 1);
-        if (!hs__publish_msg(d, &d->inflight[i], true))
+        memcpy(pkt, m->pkt, m->len); /* masking (mqtt-ws) works in place */
+        pkt[0] |= HS_MQTT_DUP;
+        if (!hs__send_packet(d, HS_WS_BINARY, pkt, m->len))
             return false;
     }
     hs__ka_arm(d);
@@ -1174,10 +1170,8 @@ static void hs__drop(struct hs_device *d, bool graceful)
     hs__buf_free(&d->in);
     free(d->ws);
     d->ws = NULL;
-    if (!d->w->run->cfg->resend) {
-        hs_stat_add(&d->w->stats.lost, d->ninflight);
-        d->ninflight = 0;
-    }
+    if (!d->w->run->cfg->resend)
+        hs__inflight_lost(d);
     d->blocked = d->ping_out = d->want_out = false;
 }
 

@@ -52,11 +52,11 @@ struct hs_buf {
     size_t cap;
 };
 
-/* A QoS 1 message not yet acknowledged, and what renders it again. */
+/* A QoS 1 message not yet acknowledged. */
 struct hs_inflight {
     uint64_t sent_us;
-    uint64_t iteration; /* the device's message number */
-    uint64_t time_ns;   /* real time it was rendered at */
+    uint8_t *pkt; /* its PUBLISH, to send again (--resend-unacked), or NULL */
+    uint32_t len;
     uint16_t id;
 };
 
@@ -88,7 +88,6 @@ struct hs_device {
     uint64_t last_send;  /* loop ms */
     uint64_t ping_sent;  /* loop ms */
     uint64_t renew_at;   /* loop ms to renew the token at; 0: never */
-    uint64_t seed;       /* makes each message's Guid, the same if re-sent */
     uint32_t interval_idx;
     uint16_t next_id;
     uint16_t sub_id;
