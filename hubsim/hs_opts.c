@@ -55,6 +55,7 @@ enum hs__id {
     O_C2D,
     O_THREADS,
     O_REPORT_JSON,
+    O_REPORT_HTML,
     O_QUIET,
     O_LOG_LEVEL,
     O_MAX_P99,
@@ -118,6 +119,7 @@ static const struct hs__opt hs__opts[O_N] = {
     [O_C2D] = {"c2d", NULL, false},
     [O_THREADS] = {"threads", NULL, true},
     [O_REPORT_JSON] = {"report-json", NULL, true},
+    [O_REPORT_HTML] = {"report-html", NULL, true},
     [O_QUIET] = {"quiet", NULL, false},
     [O_LOG_LEVEL] = {"log-level", NULL, true},
     [O_MAX_P99] = {"max-p99", NULL, true},
@@ -213,6 +215,8 @@ static const char hs__usage[] =
     "\n"
     "Output and exit status:\n"
     "  --report-json FILE       write the final report as JSON\n"
+    "  --report-html FILE       write it as one self-contained HTML page\n"
+    "                           with charts over time\n"
     "  --quiet                  no live line\n"
     "  --log-level L            error, warn, info (default), debug\n"
     "  --max-p99 MS             fail when PUBACK p99 is above MS\n"
@@ -313,6 +317,7 @@ void hs_config_free(struct hs_config *cfg)
     hs_template_free(&cfg->template);
     free(cfg->properties);
     free(cfg->report_json);
+    free(cfg->report_html);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -1046,6 +1051,8 @@ static int hs__fin_output(struct hs_config *cfg, const struct hs__settings *s)
         cfg->threads = cfg->ndevices;
     if (s->value[O_REPORT_JSON])
         cfg->report_json = strdup(s->value[O_REPORT_JSON]);
+    if (s->value[O_REPORT_HTML])
+        cfg->report_html = strdup(s->value[O_REPORT_HTML]);
     cfg->quiet = s->value[O_QUIET] != NULL;
     cfg->print_token = s->value[O_PRINT_TOKEN] != NULL;
     if (s->value[O_LOG_LEVEL]) {

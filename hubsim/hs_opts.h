@@ -84,6 +84,7 @@ struct hs_config {
 
     /* Output and verdict. */
     char *report_json;
+    char *report_html;
     bool quiet;
     bool print_token;
     double max_p99_ms;  /* < 0: no threshold */
