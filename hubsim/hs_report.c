@@ -67,6 +67,7 @@ static void hs__summary_latency(FILE *out, const char *name,
 static void hs__summary_errors(struct hs_report *r, FILE *out);
 static void hs__thresholds(struct hs_report *r);
 static int hs__save(struct hs_report *r, const char *path, bool html);
+static void hs__json_str(FILE *f, const char *s);
 static void hs__json_config(struct hs_report *r, FILE *f);
 static void hs__json_limit(FILE *f, const char *name, double v,
                            const char *end);
@@ -410,9 +411,9 @@ static int hs__save(struct hs_report *r, const char *path, bool html)
 void hs_report_json(struct hs_report *r, FILE *f)
 {
     fprintf(f, "{\n  \"hubsim_version\": ");
-    hs_json_str(f, HG_VERSION);
+    hs__json_str(f, HG_VERSION);
     fprintf(f, ",\n  \"started\": ");
-    hs_json_str(f, r->started);
+    hs__json_str(f, r->started);
     fprintf(f, ",\n  \"duration_s\": %.3f,\n",
             (double)(r->t_end - r->t0) / 1000.0);
     hs__json_config(r, f);
@@ -427,18 +428,24 @@ void hs_report_json(struct hs_report *r, FILE *f)
     fprintf(f, "}\n");
 }
 
+/* Strings go through the escape the HTML report's script block needs. */
+static void hs__json_str(FILE *f, const char *s)
+{
+    hs_json_str(f, s);
+}
+
 static void hs__json_config(struct hs_report *r, FILE *f)
 {
     const struct hs_config *cfg = r->cfg;
     fprintf(f, "  \"config\": {\n    \"hub\": ");
-    hs_json_str(f, cfg->hub);
+    hs__json_str(f, cfg->hub);
     fprintf(f, ",\n    \"protocol\": ");
-    hs_json_str(f, hs_protocol_name(cfg->protocol));
+    hs__json_str(f, hs_protocol_name(cfg->protocol));
     fprintf(f, ",\n    \"target\": ");
-    hs_json_str(f, r->target);
+    hs__json_str(f, r->target);
     fprintf(f,
             ",\n    \"devices\": %u,\n    \"first_device\": ", cfg->ndevices);
-    hs_json_str(f, cfg->device_ids[0]);
+    hs__json_str(f, cfg->device_ids[0]);
     fprintf(f,
             ",\n    \"messages_per_device\": %" PRIu64
             ",\n    \"intervals_ms\": [",
@@ -455,7 +462,7 @@ static void hs__json_config(struct hs_report *r, FILE *f)
         fprintf(f, "    \"payload_size\": %zu,\n", cfg->payload_size);
     else if (cfg->template.text) {
         fprintf(f, "    \"template\": ");
-        hs_json_str(f, cfg->template.text);
+        hs__json_str(f, cfg->template.text);
         fprintf(f, ",\n");
     }
     hs__json_limit(f, "max_errors", (double)cfg->max_errors, ",");
@@ -526,14 +533,14 @@ static void hs__json_errors(struct hs_report *r, FILE *f)
         if (r->total.errors[k] == 0)
             continue;
         fprintf(f, "%s\"%s\": ", first ? "" : ", ", hs_err_names[k]);
-        hs_json_str(f, hs__sample(r, k, sample, sizeof(sample)));
+        hs__json_str(f, hs__sample(r, k, sample, sizeof(sample)));
         first = false;
     }
     fprintf(f, "}\n  },\n  \"thresholds\": {\"passed\": %s, \"failed\": [",
             r->nfailed ? "false" : "true");
     for (unsigned i = 0; i < r->nfailed; i++) {
         fprintf(f, "%s", i ? ", " : "");
-        hs_json_str(f, r->failed[i]);
+        hs__json_str(f, r->failed[i]);
     }
     fprintf(f, "]},\n");
 }
