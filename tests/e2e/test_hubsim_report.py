@@ -197,6 +197,33 @@ def check_page(path, report):
     return dom
 
 
+# Appended to a copy of a report: moves the mouse to the right end of the
+# messages chart and keeps what the hover box then says.
+HOVER_PROBE = """<script>
+var svg = document.querySelector('svg[data-chart="messages"]');
+var area = svg.querySelector("rect");
+var box = area.getBoundingClientRect();
+area.dispatchEvent(new MouseEvent("mousemove", {bubbles: true,
+  clientX: box.right - 1, clientY: box.top + box.height / 2}));
+var tip = svg.parentNode.querySelector(".tip");
+document.documentElement.setAttribute("data-hover",
+  tip.style.display + "|" + tip.textContent);
+</script>"""
+
+
+def check_hover(path, report):
+    """Hovering a chart shows the values of the nearest second."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    probe = hglib.tmp_path("hover.html")
+    hglib.write_file(probe, text.replace("</body>", HOVER_PROBE + "</body>"))
+    dom, _ = render(probe)
+    last = report["timeline"][-1]
+    want = (f"block|{last['t']} ssent: {last['sent']:,} messages/s"
+            f"acknowledged: {last['acked']:,} messages/s")
+    assert dom.root.get("data-hover") == want, (dom.root, want)
+
+
 def test_html_report_in_chromium():
     need_chromium()
     hub = hslib.Hub(wss=False)
@@ -214,6 +241,7 @@ def test_html_report_in_chromium():
     assert sum(s["sent"] for s in rep["timeline"]) > 0
     hslib.assert_exact_count(sub, rep["messages"]["acked"])
     dom = check_page(html_path, rep)
+    check_hover(html_path, rep)
     # Markup in a device id and the template reached the page as text.
     assert rep["config"]["first_device"] == "sim000001"
     assert rep["config"]["template"] == HOSTILE_TEMPLATE
