@@ -6,6 +6,7 @@
  * then reports and sets the exit status from the thresholds.
  */
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -35,6 +36,8 @@ extern char **environ;
 static int hs__print_tokens(const struct hs_config *cfg);
 static int hs__run(const struct hs_config *cfg);
 static int hs__target(const struct hs_config *cfg, struct hs_run *run);
+static int hs__load_certs(const struct hs_config *cfg, struct hs_run *run);
+static void hs__free_certs(const struct hs_config *cfg, struct hs_run *run);
 static void hs__raise_nofile(const struct hs_config *cfg);
 static int hs__start_workers(struct hs_run *run, struct hs_worker *workers,
                              unsigned n, unsigned *ready,
@@ -96,6 +99,10 @@ static int hs__run(const struct hs_config *cfg)
         hs_log_error("%s", err);
         return HS_EXIT_START;
     }
+    if (hs__load_certs(cfg, &run) < 0) {
+        SSL_CTX_free(run.tls);
+        return HS_EXIT_START;
+    }
     if (gethostname(run.machine_name, sizeof(run.machine_name) - 1) < 0)
         snprintf(run.machine_name, sizeof(run.machine_name), "hubsim");
     unsigned n = cfg->threads, ready = 0;
@@ -127,8 +134,57 @@ free_workers:
     hs_report_free(report);
     free(stats);
     free(workers);
+    hs__free_certs(cfg, &run);
     SSL_CTX_free(run.tls);
     return status;
+}
+
+/*
+ * X.509 devices: --cert/--key goes into the shared context once;
+ * --cert-dir loads DIR/{id}.pem and DIR/{id}.key for every device, each
+ * parsed once and kept for its reconnects. Returns 0, or -1 after logging.
+ */
+static int hs__load_certs(const struct hs_config *cfg, struct hs_run *run)
+{
+    char err[512], cert[PATH_MAX], key[PATH_MAX];
+    if (cfg->cert != NULL) {
+        struct hs_tls_id id;
+        int rc =
+            hs_tls_id_load(&id, cfg->cert, cfg->cert_key, err, sizeof(err));
+        if (rc == 0)
+            rc = hs_tls_ctx_use_id(run->tls, &id, err, sizeof(err));
+        hs_tls_id_free(&id); /* the context holds its own references */
+        if (rc < 0)
+            hs_log_error("--cert: %s", err);
+        return rc;
+    }
+    if (cfg->cert_dir == NULL)
+        return 0;
+    run->ids = calloc(cfg->ndevices, sizeof(*run->ids));
+    if (run->ids == NULL) {
+        hs_log_error("no memory for %u certificates", cfg->ndevices);
+        return -1;
+    }
+    for (uint32_t i = 0; i < cfg->ndevices; i++) {
+        snprintf(cert, sizeof(cert), "%s/%s.pem", cfg->cert_dir,
+                 cfg->device_ids[i]);
+        snprintf(key, sizeof(key), "%s/%s.key", cfg->cert_dir,
+                 cfg->device_ids[i]);
+        if (hs_tls_id_load(&run->ids[i], cert, key, err, sizeof(err)) < 0) {
+            hs_log_error("--cert-dir: device %s: %s", cfg->device_ids[i], err);
+            hs__free_certs(cfg, run);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void hs__free_certs(const struct hs_config *cfg, struct hs_run *run)
+{
+    for (uint32_t i = 0; run->ids != NULL && i < cfg->ndevices; i++)
+        hs_tls_id_free(&run->ids[i]);
+    free(run->ids);
+    run->ids = NULL;
 }
 
 /*

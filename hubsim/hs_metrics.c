@@ -61,6 +61,19 @@ static const struct hs__plain hs__plain_metrics[] = {
      offsetof(struct hs_snapshot, overrun)},
     {"hubsim_c2d_messages_total", "counter",
      "Cloud-to-device messages received.", offsetof(struct hs_snapshot, c2d)},
+    {"hubsim_messages_resent_total", "counter",
+     "QoS 1 messages sent again after a reconnect.",
+     offsetof(struct hs_snapshot, resent)},
+    {"hubsim_token_renewals_total", "counter",
+     "CONNACKs of SAS token renewals (not counted as reconnects).",
+     offsetof(struct hs_snapshot, renewals)},
+    {"hubsim_storms_total", "counter", "Reconnect storms (--storm-at) run.",
+     offsetof(struct hs_snapshot, storms)},
+    {"hubsim_storm_drops_total", "counter", "Connections the storms dropped.",
+     offsetof(struct hs_snapshot, storm_drops)},
+    {"hubsim_storm_reconnects_total", "counter",
+     "CONNACKs after a storm's drop.",
+     offsetof(struct hs_snapshot, storm_reconnects)},
 };
 
 static void hs__handle(void *arg, const char *url, struct hg_http_reply *out);

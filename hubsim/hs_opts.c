@@ -25,6 +25,9 @@ enum hs__id {
     O_SAS_TOKEN,
     O_SAS_TTL,
     O_SAS_EXPIRY,
+    O_CERT,
+    O_KEY,
+    O_CERT_DIR,
     O_PROTOCOL,
     O_CONNECT_TO,
     O_CAFILE,
@@ -53,6 +56,8 @@ enum hs__id {
     O_MAX_ATTEMPTS,
     O_CLEAN_SESSION,
     O_C2D,
+    O_RESEND,
+    O_STORM_AT,
     O_THREADS,
     O_REPORT_JSON,
     O_REPORT_HTML,
@@ -91,6 +96,9 @@ static const struct hs__opt hs__opts[O_N] = {
     [O_SAS_TOKEN] = {"sas-token", NULL, true},
     [O_SAS_TTL] = {"sas-ttl", NULL, true},
     [O_SAS_EXPIRY] = {"sas-expiry", NULL, true},
+    [O_CERT] = {"cert", NULL, true},
+    [O_KEY] = {"key", NULL, true},
+    [O_CERT_DIR] = {"cert-dir", NULL, true},
     [O_PROTOCOL] = {"protocol", NULL, true},
     [O_CONNECT_TO] = {"connect-to", NULL, true},
     [O_CAFILE] = {"cafile", NULL, true},
@@ -119,6 +127,8 @@ static const struct hs__opt hs__opts[O_N] = {
     [O_MAX_ATTEMPTS] = {"max-attempts", NULL, true},
     [O_CLEAN_SESSION] = {"clean-session", NULL, true},
     [O_C2D] = {"c2d", NULL, false},
+    [O_RESEND] = {"resend-unacked", NULL, true},
+    [O_STORM_AT] = {"storm-at", NULL, true},
     [O_THREADS] = {"threads", NULL, true},
     [O_REPORT_JSON] = {"report-json", NULL, true},
     [O_REPORT_HTML] = {"report-html", NULL, true},
@@ -181,9 +191,13 @@ static const char hs__usage[] =
     "  --policy-key KEY         hub policy key (with --policy-name, default\n"
     "                           \"device\"); tokens carry skn\n"
     "  --sas-token TOKEN        a ready-made token for every device\n"
-    "  --sas-ttl DURATION       token lifetime (1h)\n"
+    "  --sas-ttl DURATION       token lifetime (1h); devices reconnect with\n"
+    "                           a fresh token at 75-85 % of it\n"
     "  --sas-expiry SECONDS     fixed expiry, seconds since 1970\n"
     "  --print-token            print each device's token and exit\n"
+    "  --cert FILE --key FILE   X.509 client certificate (PEM) for every\n"
+    "                           device, instead of a token\n"
+    "  --cert-dir DIR           per device: DIR/{deviceId}.pem and .key\n"
     "\n"
     "Devices:\n"
     "  --devices N              how many [DeviceCount] (1)\n"
@@ -215,6 +229,10 @@ static const char hs__usage[] =
     "                           (0 = never)\n"
     "  --clean-session 0|1      (1)\n"
     "  --c2d                    subscribe to cloud-to-device messages, count\n"
+    "  --resend-unacked 0|1     re-send QoS 1 messages in flight on a\n"
+    "                           dropped connection after reconnecting (1)\n"
+    "  --storm-at D[,D...]      at these times into the run every device\n"
+    "                           drops its connection at once and reconnects\n"
     "  --threads N              event loops (one per core)\n"
     "\n"
     "Output and exit status:\n"
@@ -248,6 +266,8 @@ static int hs__fin_connstr(struct hs_config *cfg, const struct hs__settings *s,
                            bool explicit_ids, bool have_cred);
 static int hs__fin_credentials(struct hs_config *cfg,
                                const struct hs__settings *s);
+static int hs__fin_x509(struct hs_config *cfg, const struct hs__settings *s);
+static int hs__storms(struct hs_config *cfg, const struct hs__settings *s);
 static int hs__fin_transport(struct hs_config *cfg,
                              const struct hs__settings *s);
 static int hs__fin_devices(struct hs_config *cfg, const struct hs__settings *s);
@@ -318,6 +338,10 @@ void hs_config_free(struct hs_config *cfg)
     free(cfg->binds);
     free(cfg->policy);
     free(cfg->token);
+    free(cfg->cert);
+    free(cfg->cert_key);
+    free(cfg->cert_dir);
+    free(cfg->storm_at);
     for (uint32_t i = 0; i < cfg->ndevices; i++)
         free(cfg->device_ids[i]);
     free(cfg->device_ids);
@@ -644,11 +668,13 @@ static int hs__fin_identity(struct hs_config *cfg, const struct hs__settings *s)
 {
     if (s->value[O_HUB] != NULL)
         cfg->hub = strdup(s->value[O_HUB]);
-    if (hs__fin_credentials(cfg, s) < 0)
+    if (hs__fin_credentials(cfg, s) < 0 || hs__fin_x509(cfg, s) < 0)
         return -1;
     bool explicit_ids = s->value[O_DEVICES] || s->value[O_DEVICE_LIST];
     if (s->value[O_CONNSTR] != NULL &&
-        hs__fin_connstr(cfg, s, explicit_ids, cfg->auth != HS_AUTH_NONE) < 0)
+        hs__fin_connstr(cfg, s, explicit_ids,
+                        cfg->auth != HS_AUTH_NONE || cfg->cert ||
+                            cfg->cert_dir) < 0)
         return -1;
     if (cfg->hub == NULL) {
         fprintf(stderr, "hubsim: no hub name: give --hub or a connection "
@@ -703,6 +729,36 @@ static int hs__fin_credentials(struct hs_config *cfg,
     return 0;
 }
 
+/*
+ * X.509 devices: --cert with --key, or --cert-dir. They authenticate with
+ * the certificate alone, so no token credential goes with them. The files
+ * are loaded (and checked) when the run starts.
+ */
+static int hs__fin_x509(struct hs_config *cfg, const struct hs__settings *s)
+{
+    if (!s->value[O_CERT] != !s->value[O_KEY])
+        return hs__bad(s, s->value[O_CERT] ? O_CERT : O_KEY,
+                       "--cert and --key go together");
+    if (s->value[O_CERT] && s->value[O_CERT_DIR])
+        return hs__bad(s, O_CERT_DIR, "give either --cert/--key or it");
+    if (!s->value[O_CERT] && !s->value[O_CERT_DIR])
+        return 0;
+    if (cfg->auth != HS_AUTH_NONE)
+        return hs__bad(s, s->value[O_CERT] ? O_CERT : O_CERT_DIR,
+                       "X.509 devices use no key or token");
+    const enum hs__id files[] = {O_CERT, O_KEY, O_CERT_DIR};
+    char **dst[] = {&cfg->cert, &cfg->cert_key, &cfg->cert_dir};
+    for (size_t i = 0; i < 3; i++) {
+        if (s->value[files[i]] == NULL)
+            continue;
+        if (access(s->value[files[i]], R_OK) != 0)
+            return hs__bad(s, files[i], "%s: %s", s->value[files[i]],
+                           strerror(errno));
+        *dst[i] = strdup(s->value[files[i]]);
+    }
+    return 0;
+}
+
 static int hs__key(const struct hs__settings *s, enum hs__id id,
                    struct hs_config *cfg)
 {
@@ -729,7 +785,8 @@ static int hs__fin_connstr(struct hs_config *cfg, const struct hs__settings *s,
     if (cfg->hub == NULL)
         cfg->hub = strdup(cs.host_name);
     if (cs.x509 && !have_cred)
-        rc = hs__bad(s, O_CONNSTR, "X.509 devices are not supported yet");
+        rc = hs__bad(s, O_CONNSTR,
+                     "x509=true: give --cert and --key, or --cert-dir");
     else if (hs_connstr_kind(&cs) == HS_CONNSTR_DEVICE && explicit_ids)
         rc = hs__bad(s, O_CONNSTR,
                      "a device connection string names one device; use a hub "
@@ -1001,6 +1058,39 @@ static int hs__fin_load(struct hs_config *cfg, const struct hs__settings *s)
     if (s->value[O_CLEAN_SESSION])
         cfg->clean_session = v == 1;
     cfg->c2d = s->value[O_C2D] != NULL;
+    cfg->resend = true;
+    if (s->value[O_RESEND] && hs__uint(s, O_RESEND, 0, 1, &v) < 0)
+        return -1;
+    if (s->value[O_RESEND])
+        cfg->resend = v == 1;
+    return s->value[O_STORM_AT] ? hs__storms(cfg, s) : 0;
+}
+
+/* --storm-at: durations into the run, split on ',', in rising order. */
+static int hs__storms(struct hs_config *cfg, const struct hs__settings *s)
+{
+    const char *p = s->value[O_STORM_AT];
+    size_t n = 1;
+    for (const char *c = p; *c; c++)
+        n += *c == ',';
+    cfg->storm_at = calloc(n, sizeof(*cfg->storm_at));
+    if (cfg->storm_at == NULL)
+        return hs__bad(s, O_STORM_AT, "out of memory");
+    while (cfg->nstorms < n) {
+        char item[64];
+        size_t len = strcspn(p, ",");
+        const char *why = NULL;
+        uint64_t ms = 0;
+        snprintf(item, sizeof(item), "%.*s", (int)len, p);
+        if (len == 0 || len >= sizeof(item) ||
+            hs__parse_duration(item, 1000, &ms, &why) < 0)
+            return hs__bad(s, O_STORM_AT, "%s: %s", item,
+                           why ? why : "not a duration");
+        if (ms == 0 || (cfg->nstorms && ms <= cfg->storm_at[cfg->nstorms - 1]))
+            return hs__bad(s, O_STORM_AT, "%s: times must rise, above 0", item);
+        cfg->storm_at[cfg->nstorms++] = ms;
+        p += len + (p[len] ? 1 : 0);
+    }
     return 0;
 }
 

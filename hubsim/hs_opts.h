@@ -59,6 +59,9 @@ struct hs_config {
     uint64_t sas_expiry; /* fixed expiry (seconds since 1970); 0: now + ttl */
     char **device_ids;
     uint32_t ndevices;
+    char *cert;     /* X.509: one certificate (PEM) for every device */
+    char *cert_key; /* its private key */
+    char *cert_dir; /* or DIR/{deviceId}.pem and .key, per device */
 
     /* How much. */
     uint64_t messages; /* per device; 0: no limit */
@@ -80,6 +83,9 @@ struct hs_config {
     uint32_t max_attempts; /* consecutive failures before giving up; 0: never */
     bool clean_session;
     bool c2d;
+    bool resend;        /* re-send QoS 1 messages of a dropped connection */
+    uint64_t *storm_at; /* ms into the run, ascending */
+    size_t nstorms;
     unsigned threads;
 
     /* Output and verdict. */

@@ -189,10 +189,10 @@ static void hs__live(struct hs_report *r, const struct hs_second *s,
         hs__errors_text(snap, errs, sizeof(errs));
     n = hs__add(line, sizeof(line), n,
                 "  connects/s %" PRIu64 "  reconnects %" PRIu64
-                "  errors %" PRIu64 "%s%s%s%s",
-                s->connects, snap->reconnects, snap->errors_total,
-                errs[0] ? " (" : "", errs, errs[0] ? ")" : "",
-                r->tty ? "\033[K" : "\n");
+                "  renewals %" PRIu64 "  errors %" PRIu64 "%s%s%s%s",
+                s->connects, snap->reconnects, snap->renewals,
+                snap->errors_total, errs[0] ? " (" : "", errs,
+                errs[0] ? ")" : "", r->tty ? "\033[K" : "\n");
     ssize_t rc = write(STDERR_FILENO, line, n);
     (void)rc;
     r->line_open = r->tty;
@@ -316,14 +316,19 @@ static void hs__summary(struct hs_report *r, FILE *out)
             cfg->qos, (double)(r->t_end - r->t0) / 1000.0);
     fprintf(out,
             "  connections   attempts %" PRIu64 "  accepted %" PRIu64
-            "  reconnects %" PRIu64 "  most at once %" PRIu64
-            "  gave up %" PRIu64 "\n",
-            t->attempts, t->connects, t->reconnects, r->connected_max,
-            t->gave_up);
+            "  reconnects %" PRIu64 "  renewals %" PRIu64
+            "  most at once %" PRIu64 "  gave up %" PRIu64 "\n",
+            t->attempts, t->connects, t->reconnects, t->renewals,
+            r->connected_max, t->gave_up);
+    if (cfg->nstorms)
+        fprintf(out,
+                "  storms        %" PRIu64 "  connections dropped %" PRIu64
+                "  reconnected %" PRIu64 "\n",
+                t->storms, t->storm_drops, t->storm_reconnects);
     fprintf(out,
             "  messages      sent %" PRIu64 "  acknowledged %" PRIu64
-            "  lost %" PRIu64 "  behind schedule %" PRIu64,
-            t->sent, t->acked, t->lost, t->overrun);
+            "  lost %" PRIu64 "  re-sent %" PRIu64 "  behind schedule %" PRIu64,
+            t->sent, t->acked, t->lost, t->resent, t->overrun);
     if (cfg->c2d)
         fprintf(out, "  cloud-to-device %" PRIu64, t->c2d);
     fprintf(out, "\n  rate          %.1f %s messages/s over the run\n\n",
@@ -485,15 +490,20 @@ static void hs__json_counts(struct hs_report *r, FILE *f)
     fprintf(f,
             "  \"connections\": {\"attempts\": %" PRIu64
             ", \"accepted\": %" PRIu64 ", \"reconnects\": %" PRIu64
-            ", \"most_at_once\": %" PRIu64 ", \"gave_up\": %" PRIu64
-            ", \"open_at_end\": %" PRIu64 "},\n",
-            t->attempts, t->connects, t->reconnects, r->connected_max,
-            t->gave_up, t->connected);
+            ", \"renewals\": %" PRIu64 ", \"most_at_once\": %" PRIu64
+            ", \"gave_up\": %" PRIu64 ", \"open_at_end\": %" PRIu64
+            ", \"storms\": %" PRIu64 ", \"storm_drops\": %" PRIu64
+            ", \"storm_reconnects\": %" PRIu64 "},\n",
+            t->attempts, t->connects, t->reconnects, t->renewals,
+            r->connected_max, t->gave_up, t->connected, t->storms,
+            t->storm_drops, t->storm_reconnects);
     fprintf(f,
             "  \"messages\": {\"sent\": %" PRIu64 ", \"acked\": %" PRIu64
-            ", \"lost\": %" PRIu64 ", \"behind_schedule\": %" PRIu64
-            ", \"c2d\": %" PRIu64 ", \"rate_per_s\": %.3f},\n",
-            t->sent, t->acked, t->lost, t->overrun, t->c2d, hs__rate(r));
+            ", \"lost\": %" PRIu64 ", \"resent\": %" PRIu64
+            ", \"behind_schedule\": %" PRIu64 ", \"c2d\": %" PRIu64
+            ", \"rate_per_s\": %.3f},\n",
+            t->sent, t->acked, t->lost, t->resent, t->overrun, t->c2d,
+            hs__rate(r));
 }
 
 static void hs__json_latency(FILE *f, const char *name, const struct hg_hist *h,

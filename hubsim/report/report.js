@@ -149,14 +149,23 @@
             ["connection attempts", k.attempts],
             ["connections accepted", k.accepted],
             ["reconnects", k.reconnects],
+            ["token renewals", k.renewals],
             ["most connected at once", k.most_at_once],
             ["devices that gave up", k.gave_up],
             ["open at the end", k.open_at_end]
         ]));
+        if (k.storms) {
+            c.appendChild(pairs([
+                ["reconnect storms", k.storms],
+                ["connections they dropped", k.storm_drops],
+                ["reconnected after them", k.storm_reconnects]
+            ]));
+        }
         c.appendChild(pairs([
             ["messages sent", m.sent],
             ["acknowledged", m.acked],
             ["lost", m.lost],
+            ["sent again after a reconnect", m.resent],
             ["behind schedule", m.behind_schedule],
             ["cloud-to-device", m.c2d],
             ["rate (messages/s)", m.rate_per_s]

@@ -227,6 +227,64 @@ static void test_durations(void **state)
     hs_config_free(&cfg);
 }
 
+/* --storm-at, --resend-unacked and X.509 files. */
+static void test_storms_resend_x509(void **state)
+{
+    (void)state;
+    struct hs_config cfg;
+    const char *args[] = {"--hub", "h.example.net", "--storm-at", "500ms,2s,90",
+                          NULL};
+    assert_int_equal(parse(&cfg, NULL, args), HS_OPTS_RUN);
+    assert_int_equal(cfg.nstorms, 3);
+    assert_int_equal(cfg.storm_at[0], 500);
+    assert_int_equal(cfg.storm_at[1], 2000);
+    assert_int_equal(cfg.storm_at[2], 90000);
+    assert_true(cfg.resend); /* at least once by default */
+    assert_null(cfg.cert);
+    hs_config_free(&cfg);
+    const char *off[] = {"--hub", "h.example.net", "--resend-unacked",
+                         "0",     "--cert",        "/dev/null",
+                         "--key", "/dev/null",     NULL};
+    assert_int_equal(parse(&cfg, NULL, off), HS_OPTS_RUN);
+    assert_false(cfg.resend);
+    assert_int_equal(cfg.nstorms, 0);
+    assert_string_equal(cfg.cert, "/dev/null");
+    assert_string_equal(cfg.cert_key, "/dev/null");
+    assert_int_equal(cfg.auth, HS_AUTH_NONE);
+    hs_config_free(&cfg);
+    const char *const bad[][8] = {
+        {"--storm-at", "2s,1s", NULL},
+        {"--storm-at", "0", NULL},
+        {"--storm-at", "1s,,2s", NULL},
+        {"--storm-at", "soon", NULL},
+        {"--resend-unacked", "2", NULL},
+        {"--cert", "/dev/null", NULL},
+        {"--key", "/dev/null", NULL},
+        {"--cert", "/nonexistent/c.pem", "--key", "/dev/null", NULL},
+        {"--cert-dir", "/dev", "--cert", "/dev/null", "--key", "/dev/null",
+         NULL},
+        {"--cert-dir", "/dev", "--device-key", KEY32, NULL},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *full[12] = {"--hub", "h.example.net"};
+        for (size_t k = 0; bad[i][k]; k++)
+            full[k + 2] = bad[i][k];
+        if (parse(&cfg, NULL, full) != HS_OPTS_ERROR) {
+            fprintf(stderr, "case %zu (%s) was accepted\n", i, bad[i][0]);
+            fail();
+        }
+    }
+    /* An X.509 device connection string wants the files. */
+    const char *x509[] = {"--connection-string",
+                          "HostName=h;DeviceId=d;x509=true", "--cert-dir",
+                          "/dev", NULL};
+    assert_int_equal(parse(&cfg, NULL, x509), HS_OPTS_RUN);
+    assert_string_equal(cfg.cert_dir, "/dev");
+    assert_int_equal(cfg.ndevices, 1);
+    assert_string_equal(cfg.device_ids[0], "d");
+    hs_config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -237,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_credentials),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_storms_resend_x509),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -325,6 +325,8 @@ def test_metrics_listen():
     assert last.value("hubsim_connection_attempts_total") == c["attempts"]
     assert last.value("hubsim_connects_total") == c["accepted"] == 3
     assert last.value("hubsim_reconnects_total") == c["reconnects"]
+    assert last.value("hubsim_token_renewals_total") == c["renewals"]
+    assert last.value("hubsim_messages_resent_total") == m["resent"]
     assert last.value("hubsim_devices_connected") == c["open_at_end"] == 0
     assert last.value("hubsim_devices_connected_max") == c["most_at_once"]
     assert last.value("hubsim_devices_finished") == 3

@@ -20,11 +20,6 @@ import hglib  # noqa: E402
 TRAILER = b"\x17\x03\x03\x00\x04ping"
 
 
-def named_backend(name, host="127.0.0.1", port=0, **kw):
-    return gwlib.Backend(host=host, port=port, reply=f"<{name}>".encode(),
-                         name=name, **kw)
-
-
 def probe(gw, addr, sni, backends, listener="tls"):
     """Connects with a hello for sni (None: no SNI) plus TRAILER. Returns
     the name of the backend it landed on (checking that backend got
@@ -35,16 +30,7 @@ def probe(gw, addr, sni, backends, listener="tls"):
     c = gwlib.Client(addr)
     c.send(data)
     # Read the backend's name, or the gateway's close.
-    got = b""
-    c.sock.settimeout(hglib.scale(5))
-    try:
-        while b">" not in got:
-            chunk = c.sock.recv(100)
-            if not chunk:
-                break
-            got += chunk
-    except ConnectionResetError:
-        pass
+    got = c.recv_reply(lambda b: b">" in b)
     if got == b"":
         c.close()
         for n, b in backends.items():
@@ -54,8 +40,8 @@ def probe(gw, addr, sni, backends, listener="tls"):
     assert m, f"{sni}: unexpected reply {got!r}"
     name = m.group(1).decode()
     b = backends[name]
-    conn = b.wait_count(counts[name] + 1)[counts[name]]
-    b.wait_data(conn, len(data))
+    conn = b.wait_connections(counts[name] + 1)[counts[name]]
+    b.wait_bytes(conn, len(data))
     c.close()
     assert conn.closed.wait(hglib.scale(5))
     assert conn.data == data, f"{sni}: {name} got other bytes"
@@ -67,7 +53,7 @@ def probe(gw, addr, sni, backends, listener="tls"):
 
 def test_sni_rules():
     names = ["hub", "other", "wild", "exact", "deep"]
-    bk = {n: named_backend(n) for n in names}
+    bk = {n: gwlib.named_backend(n) for n in names}
     port = hglib.free_port()
     gw = hglib.start_hubgate(f"""
 listeners:
@@ -130,7 +116,7 @@ routes:
 
 
 def test_default_route():
-    bk = {n: named_backend(n) for n in ("hub", "fallback")}
+    bk = {n: gwlib.named_backend(n) for n in ("hub", "fallback")}
     port = hglib.free_port()
     gw = hglib.start_hubgate(f"""
 listeners:
@@ -170,8 +156,8 @@ ROUTES_B = """
 
 
 def test_reload_keeps_tunnel():
-    a = gwlib.Backend(echo=True, name="a")
-    b = named_backend("b")
+    a = hglib.CaptureServer(echo=True, name="a")
+    b = gwlib.named_backend("b")
     port = hglib.free_port()
     head = f"""
 listeners:
@@ -230,10 +216,10 @@ routes:"""
     ping()
     # The tunnel's bytes went through unchanged and it is still the one
     # connection it was.
-    assert a.conns[0].data.startswith(hello)
+    assert a.connections[0].data.startswith(hello)
     t.close()
-    assert a.conns[0].closed.wait(hglib.scale(5))
-    assert len(a.conns[0].data) == len(hello) + sum(
+    assert a.connections[0].closed.wait(hglib.scale(5))
+    assert len(a.connections[0].data) == len(hello) + sum(
         len(f"ping-{i:04d}".encode() * 50) for i in range(1, seq[0] + 1))
     gw.stop()
 
@@ -244,7 +230,7 @@ def test_backend_port_from_listener():
     for _ in range(5):
         port = gwlib.common_port(["127.0.0.1", "127.0.0.21"])
         try:
-            bk = named_backend("same", host="127.0.0.21", port=port)
+            bk = gwlib.named_backend("same", host="127.0.0.21", port=port)
             break
         except OSError:
             continue
@@ -267,7 +253,7 @@ routes:
 
 def test_half_close():
     reply = os.urandom(200_000)
-    bk = gwlib.Backend(reply_on_eof=reply, name="half")
+    bk = hglib.CaptureServer(reply_on_eof=reply, name="half")
     port = hglib.free_port()
     gw = hglib.start_hubgate(f"""
 listeners:
@@ -286,7 +272,7 @@ routes:
     closed, rest, _ = c.wait_closed(hglib.scale(5))
     assert closed and rest == b"", (closed, len(rest))
     assert got == reply, "the reply after the half-close differs"
-    conn = bk.wait_count(1)[0]
+    conn = bk.wait_connections(1)[0]
     assert conn.eof, "the backend did not see the client's FIN"
     assert conn.data == sent, (len(conn.data), len(sent))
     line = gwlib.wait_access(gw, route="half",
@@ -305,20 +291,11 @@ routes:
 def test_readyz_and_sigterm():
     # A short ready delay makes the 503 window certain; the drain itself is
     # test_timeouts.py's.
-    bk = gwlib.Backend(echo=True, name="echo")
-    port = hglib.free_port()
-    gw = hglib.start_hubgate(f"""
-listeners:
-  - name: tls
-    bind: ["127.0.0.1:{port}"]
-routes:
-  - name: r
-    sni: ["hub.test"]
-    backend: "{bk.addr}"
+    bk = hglib.CaptureServer(echo=True, name="echo")
+    gw = hglib.start_sni_gateway(bk.addr, "hub.test", extra="""
 shutdown:
   ready_delay: 1s
-  drain: 0s
-""")
+  drain: 0s""")
     for _ in range(3):
         assert gw.get("/readyz")[0] == 200
         assert gw.get("/healthz")[0] == 200
@@ -347,7 +324,7 @@ shutdown:
     assert 0.9 <= took < 1.0 + hglib.scale(2), f"exited {took:.2f} s after"
     closed, _, _ = t.wait_closed(hglib.scale(5))
     assert closed, "tunnel still open after hubgate exited"
-    line = gwlib.wait_access(gw, route="r")
+    line = gwlib.wait_access(gw, route="hub")
     assert line["term"] == "PD" and line["reason"] == "shutdown", line
 
 
