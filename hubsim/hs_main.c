@@ -21,6 +21,7 @@
 
 #include "hs_device.h"
 #include "hs_log.h"
+#include "hs_metrics.h"
 #include "hs_opts.h"
 #include "hs_report.h"
 #include "hs_tls.h"
@@ -39,7 +40,8 @@ static int hs__load_certs(const struct hs_config *cfg, struct hs_run *run);
 static void hs__free_certs(const struct hs_config *cfg, struct hs_run *run);
 static void hs__raise_nofile(const struct hs_config *cfg);
 static int hs__start_workers(struct hs_run *run, struct hs_worker *workers,
-                             unsigned n, unsigned *ready);
+                             unsigned n, unsigned *ready,
+                             struct hs_metrics **metrics);
 static void hs__supervise(struct hs_run *run, struct hs_worker *workers,
                           unsigned n, struct hs_report *report, uint64_t t0);
 static void hs__signal(struct hs_run *run, int sig, int count,
@@ -47,6 +49,7 @@ static void hs__signal(struct hs_run *run, int sig, int count,
 static void hs__set_phase(struct hs_run *run, enum hs_phase phase,
                           uint64_t *drain_deadline);
 static bool hs__all_done(struct hs_worker *workers, unsigned n);
+static void hs__linger(const struct hs_config *cfg);
 
 int main(int argc, char **argv)
 {
@@ -106,13 +109,15 @@ static int hs__run(const struct hs_config *cfg)
     struct hs_worker *workers = calloc(n, sizeof(*workers));
     struct hs_stats **stats = calloc(n, sizeof(*stats));
     struct hs_report *report = NULL;
+    struct hs_metrics *metrics = NULL;
     if (workers == NULL || stats == NULL)
         goto free_workers;
     for (unsigned i = 0; i < n; i++)
         stats[i] = &workers[i].stats;
     uint64_t t0 = hg_now_ms();
     report = hs_report_new(cfg, stats, n, t0, target);
-    if (report == NULL || hs__start_workers(&run, workers, n, &ready) < 0)
+    if (report == NULL ||
+        hs__start_workers(&run, workers, n, &ready, &metrics) < 0)
         goto free_workers;
     hs_log_info("%u devices, %s to %s at %s, %u threads", cfg->ndevices,
                 hs_protocol_name(cfg->protocol), cfg->hub, target, n);
@@ -120,7 +125,10 @@ static int hs__run(const struct hs_config *cfg)
     for (unsigned i = 0; i < n; i++)
         pthread_join(workers[i].thread, NULL);
     status = hs_report_finish(report, hg_now_ms());
+    if (metrics != NULL)
+        hs__linger(cfg);
 free_workers:
+    hs_metrics_stop(metrics);
     for (unsigned i = 0; i < ready; i++)
         hs_worker_deinit(&workers[i]);
     hs_report_free(report);
@@ -180,13 +188,15 @@ static void hs__free_certs(const struct hs_config *cfg, struct hs_run *run)
 }
 
 /*
- * Initialises every worker, then starts the threads with SIGINT and
- * SIGTERM blocked (they inherit the mask; only the main thread takes
- * them). *ready counts the workers initialised, to deinit. Returns 0, or
- * -1 after logging; threads already started are stopped and joined.
+ * Initialises every worker, starts --metrics-listen over their stats into
+ * *metrics, then starts the threads with SIGINT and SIGTERM blocked (they
+ * inherit the mask; only the main thread takes them). *ready counts the
+ * workers initialised, to deinit. Returns 0, or -1 after logging; threads
+ * already started are stopped and joined.
  */
 static int hs__start_workers(struct hs_run *run, struct hs_worker *workers,
-                             unsigned n, unsigned *ready)
+                             unsigned n, unsigned *ready,
+                             struct hs_metrics **metrics)
 {
     sigset_t set;
     sigemptyset(&set);
@@ -198,6 +208,17 @@ static int hs__start_workers(struct hs_run *run, struct hs_worker *workers,
         *ready = i + 1;
         if (rc < 0) {
             hs_log_error("cannot set up worker %u: %s", i, strerror(-rc));
+            return -1;
+        }
+    }
+    if (run->cfg->have_metrics_listen) {
+        struct hs_stats *stats[HS_MAX_THREADS];
+        const char *why = NULL;
+        for (unsigned i = 0; i < n; i++)
+            stats[i] = &workers[i].stats;
+        *metrics = hs_metrics_start(run->cfg, stats, n, &why);
+        if (*metrics == NULL) {
+            hs_log_error("--metrics-listen: %s", why);
             return -1;
         }
     }
@@ -327,4 +348,29 @@ static bool hs__all_done(struct hs_worker *workers, unsigned n)
         if (!atomic_load(&workers[i].done))
             return false;
     return true;
+}
+
+/*
+ * --metrics-linger: the run is over and reported; keep /metrics up with
+ * the final figures for a last scrape, until the time is up or a signal
+ * comes (still blocked in this thread, as during the run).
+ */
+static void hs__linger(const struct hs_config *cfg)
+{
+    if (cfg->metrics_linger_ms == 0)
+        return;
+    hs_log_info("serving the final metrics for up to %llu ms (a signal "
+                "ends it)",
+                (unsigned long long)cfg->metrics_linger_ms);
+    uint64_t end = hg_now_ms() + cfg->metrics_linger_ms;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    for (uint64_t now = hg_now_ms(); now < end; now = hg_now_ms()) {
+        uint64_t wait = end - now < 500 ? end - now : 500;
+        struct timespec ts = {0, (long)wait * 1000000};
+        if (sigtimedwait(&set, NULL, &ts) > 0)
+            return;
+    }
 }

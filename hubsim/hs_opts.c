@@ -65,6 +65,9 @@ enum hs__id {
     O_STORM_AT,
     O_THREADS,
     O_REPORT_JSON,
+    O_REPORT_HTML,
+    O_METRICS_LISTEN,
+    O_METRICS_LINGER,
     O_QUIET,
     O_LOG_LEVEL,
     O_MAX_P99,
@@ -148,6 +151,9 @@ static const struct hs__opt hs__opts[O_N] = {
     [O_STORM_AT] = {"storm-at", NULL, true},
     [O_THREADS] = {"threads", NULL, true},
     [O_REPORT_JSON] = {"report-json", NULL, true},
+    [O_REPORT_HTML] = {"report-html", NULL, true},
+    [O_METRICS_LISTEN] = {"metrics-listen", NULL, true},
+    [O_METRICS_LINGER] = {"metrics-linger", NULL, true},
     [O_QUIET] = {"quiet", NULL, false},
     [O_LOG_LEVEL] = {"log-level", NULL, true},
     [O_MAX_P99] = {"max-p99", NULL, true},
@@ -254,6 +260,11 @@ static const char hs__usage[] =
     "\n"
     "Output and exit status:\n"
     "  --report-json FILE       write the final report as JSON\n"
+    "  --report-html FILE       write it as one self-contained HTML page\n"
+    "                           with charts over time\n"
+    "  --metrics-listen IP:PORT serve /metrics (Prometheus) while running\n"
+    "  --metrics-linger D       keep serving the final figures this long\n"
+    "                           after the run, or until a signal (0)\n"
     "  --quiet                  no live line\n"
     "  --log-level L            error, warn, info (default), debug\n"
     "  --max-p99 MS             fail when PUBACK p99 is above MS\n"
@@ -303,6 +314,7 @@ static int hs__fin_devices(struct hs_config *cfg, const struct hs__settings *s);
 static int hs__fin_load(struct hs_config *cfg, const struct hs__settings *s);
 static int hs__fin_timing(struct hs_config *cfg, const struct hs__settings *s);
 static int hs__fin_output(struct hs_config *cfg, const struct hs__settings *s);
+static int hs__fin_metrics(struct hs_config *cfg, const struct hs__settings *s);
 static int hs__bad(const struct hs__settings *s, enum hs__id id,
                    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static const char *hs__name(const struct hs__settings *s, enum hs__id id);
@@ -386,6 +398,7 @@ void hs_config_free(struct hs_config *cfg)
     hs_template_free(&cfg->template);
     free(cfg->properties);
     free(cfg->report_json);
+    free(cfg->report_html);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -1240,6 +1253,10 @@ static int hs__fin_output(struct hs_config *cfg, const struct hs__settings *s)
         cfg->threads = cfg->ndevices;
     if (s->value[O_REPORT_JSON])
         cfg->report_json = strdup(s->value[O_REPORT_JSON]);
+    if (s->value[O_REPORT_HTML])
+        cfg->report_html = strdup(s->value[O_REPORT_HTML]);
+    if (hs__fin_metrics(cfg, s) < 0)
+        return -1;
     cfg->quiet = s->value[O_QUIET] != NULL;
     cfg->print_token = s->value[O_PRINT_TOKEN] != NULL;
     if (s->value[O_LOG_LEVEL]) {
@@ -1713,4 +1730,21 @@ static int hs__interval_list(const struct hs_json *v, struct hs_intervals *iv)
     }
     free(copy);
     return iv->n > 0 ? 0 : -1;
+}
+
+static int hs__fin_metrics(struct hs_config *cfg, const struct hs__settings *s)
+{
+    const char *why = NULL;
+    if (s->value[O_METRICS_LISTEN]) {
+        if (hg_bind_parse(s->value[O_METRICS_LISTEN], &cfg->metrics_listen,
+                          &cfg->metrics_listen_len, &why) < 0)
+            return hs__bad(s, O_METRICS_LISTEN, "%s", why);
+        cfg->have_metrics_listen = true;
+    }
+    if (s->value[O_METRICS_LINGER] &&
+        hs__duration(s, O_METRICS_LINGER, 1000, &cfg->metrics_linger_ms) < 0)
+        return -1;
+    if (cfg->metrics_linger_ms && !cfg->have_metrics_listen)
+        return hs__bad(s, O_METRICS_LINGER, "needs --metrics-listen");
+    return 0;
 }

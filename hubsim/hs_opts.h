@@ -99,6 +99,11 @@ struct hs_config {
 
     /* Output and verdict. */
     char *report_json;
+    char *report_html;
+    bool have_metrics_listen; /* serve /metrics on metrics_listen */
+    struct sockaddr_storage metrics_listen;
+    socklen_t metrics_listen_len;
+    uint64_t metrics_linger_ms; /* keep serving after the end */
     bool quiet;
     bool print_token;
     double max_p99_ms;  /* < 0: no threshold */
