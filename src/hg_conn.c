@@ -123,7 +123,7 @@ static void hg__hello_done(struct hg_conn *c, enum hg_hello_rc rc);
 static void hg__route(struct hg_conn *c);
 static void hg__connect_next(struct hg_conn *c);
 static int hg__connect_one(struct hg_conn *c);
-static void hg__connect_done(struct hg_conn *c);
+static void hg__connect_done(struct hg_conn *c, uint32_t events);
 static void hg__connect_failed(struct hg_conn *c, const char *reason);
 static void hg__forward_start(struct hg_conn *c);
 static void hg__pump(struct hg_conn *c);
@@ -257,7 +257,7 @@ static void hg__server_cb(struct hg_loop *loop, struct hg_io *io,
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->ready |= HG_SERVER_WR;
     if (c->state == HG_CONN_CONNECTING)
-        hg__connect_done(c);
+        hg__connect_done(c, events);
     else if (c->state == HG_CONN_FORWARD)
         hg__pump(c);
 }
@@ -464,12 +464,18 @@ static int hg__connect_one(struct hg_conn *c)
     return 0;
 }
 
-/* The backend socket became writable or failed: see which. */
-static void hg__connect_done(struct hg_conn *c)
+/*
+ * The backend socket reported events while connecting. A failed connect
+ * always shows EPOLLERR or EPOLLHUP, so SO_ERROR is asked for only then:
+ * writable without either is connected, one system call fewer on every
+ * connection.
+ */
+static void hg__connect_done(struct hg_conn *c, uint32_t events)
 {
     int err = 0;
     socklen_t len = sizeof(err);
-    if (getsockopt(c->sio.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+    if ((events & (EPOLLERR | EPOLLHUP)) &&
+        getsockopt(c->sio.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         err = errno;
     if (err == 0 && !(c->ready & HG_SERVER_WR))
         return;
@@ -550,10 +556,16 @@ static int hg__pump_dir(struct hg_conn *c, enum hg_dir dir)
             continue;
         }
         if (f->eof) {
-            if (!f->shut && shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN) {
+            if (!f->shut && !(up ? c->down.shut : c->up.shut) &&
+                shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN) {
                 hg__close(c, up ? "SD" : "CD", "shutdown_error");
                 return -1;
             }
+            /*
+             * When the other way is already done, the connection closes
+             * next, and close(2) sends this FIN itself: both sockets were
+             * read to their EOF, so nothing unread turns it into a reset.
+             */
             f->shut = true;
             return 0;
         }
