@@ -1,6 +1,6 @@
 """Routing end to end: SNI rules of DESIGN.md, default_route, reload with a
-tunnel held open, backend port taken from the listener, half-close, and
-/readyz with SIGTERM.
+tunnel held open, backend port taken from the listener, half-close from
+either side, a refused backend connect, and /readyz with SIGTERM.
 
 Every capture backend sends its own name as soon as it accepts a
 connection, so the client knows where it landed; the backend's record of
@@ -10,7 +10,9 @@ bytes shows that what arrived is exactly what the client sent.
 import os
 import re
 import signal
+import socket
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -285,6 +287,94 @@ routes:
                    direction="up") == len(sent)
     assert m.value("hubgate_bytes_total", route="half",
                    direction="down") == len(reply)
+    gw.stop()
+
+
+def one_route_gateway(backend_addr, route):
+    port = hglib.free_port()
+    return hglib.start_hubgate(f"""
+listeners:
+  - name: tls
+    bind: ["127.0.0.1:{port}"]
+routes:
+  - name: {route}
+    sni: ["hub.test"]
+    backend: "{backend_addr}"
+""")
+
+
+def recv_to_eof(sock, timeout):
+    """Every byte until the peer's FIN; raises on a reset or a timeout."""
+    sock.settimeout(hglib.scale(timeout))
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_half_close_backend_first():
+    # The backend answers and half-closes first; the client keeps sending,
+    # then half-closes too. The gateway closes both sockets with a FIN
+    # each (never a reset), and every byte arrives both ways.
+    reply = os.urandom(100_000)
+    after = os.urandom(30_000)
+    sent = gwlib.wire_hello("hub.test")
+    ls = socket.create_server(("127.0.0.1", 0))
+    hglib.on_cleanup(ls.close, "half-close backend")
+    got = {}
+
+    def serve():
+        s, _ = ls.accept()
+        with s:
+            data = b""
+            s.settimeout(hglib.scale(10))
+            while len(data) < len(sent):
+                data += s.recv(65536)
+            s.sendall(reply)
+            s.shutdown(socket.SHUT_WR)
+            try:
+                got["data"] = data + recv_to_eof(s, 10)
+            except OSError as e:
+                got["error"] = repr(e)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    host, port = ls.getsockname()
+    gw = one_route_gateway(f"{host}:{port}", "back")
+    c = gwlib.Client(gw.listen_addrs[0])
+    c.send(sent)
+    assert recv_to_eof(c.sock, 10) == reply
+    c.send(after)
+    c.shutdown_write()
+    t.join(hglib.scale(10))
+    assert "error" not in got, got
+    assert got.get("data") == sent + after, len(got.get("data", b""))
+    line = gwlib.wait_access(gw, route="back",
+                             client=f"127.0.0.1:{c.local[1]}")
+    assert line["term"] == "--" and line["reason"] == "eof", line
+    assert line["bytes_up"] == str(len(sent) + len(after)), line
+    assert line["bytes_down"] == str(len(reply)), line
+    c.close()
+    gw.stop()
+
+
+def test_backend_refuses():
+    # A bound socket that never listens: every connect to it is refused.
+    hole = socket.socket()
+    hglib.on_cleanup(hole.close, "refusing port")
+    hole.bind(("127.0.0.1", 0))
+    host, port = hole.getsockname()
+    gw = one_route_gateway(f"{host}:{port}", "hole")
+    c = gwlib.Client(gw.listen_addrs[0])
+    c.send(gwlib.wire_hello("hub.test"))
+    closed, rest, _ = c.wait_closed(hglib.scale(5))
+    assert closed and rest == b"", (closed, rest)
+    line = gwlib.wait_access(gw, route="hole")
+    assert line["term"] == "SC" and line["reason"] == "connect_refused", line
+    assert line["backend"] == f"{host}:{port}", line
+    c.close()
     gw.stop()
 
 
