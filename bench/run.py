@@ -1538,6 +1538,12 @@ METHOD = """\
   count of the smaller) ÷ the extra messages, so start-up and connection
   set-up cancel out. Callgrind counts user-space instructions only; the
   kernel's share shows in the system calls.
+- What limits a missed target: over the same saturation window (and the
+  same storm step) the CPU time of the load generator and the backend is
+  measured like the proxy's, and the proxy's system time (clock ticks, from
+  `/proc/*/stat`) gives its share in the kernel. All three share the
+  machine's cores, so at a rate R they can spend at most cores × 10⁶ ÷ R µs
+  per message between them.
 """
 
 
