@@ -146,10 +146,11 @@ bool hs_amqp_send(struct hs_device *d, const uint8_t *payload, size_t len,
         return false;
     uint8_t t[2] = {(uint8_t)(tag >> 8), (uint8_t)tag};
     pn_delivery_t *dlv = pn_delivery(d->link, pn_dtag((const char *)t, 2));
+    /* Unsettled even at QoS 0 (see hs__begin); the disposition then
+     * finds no message in flight and only settles. */
+    (void)dlv;
     pn_link_send(d->link, (const char *)w->wbuf, n);
     pn_link_advance(d->link);
-    if (cfg->qos == 0)
-        pn_delivery_settle(dlv);
     hs__kick(d->conn);
     return true;
 }
@@ -489,9 +490,11 @@ static void hs__begin(struct hs_amqp_conn *c, struct hs_device *d)
     char tag[8];
     memcpy(tag, &d->cbs_id, sizeof(tag));
     pn_delivery_t *dlv = pn_delivery(c->cbs_tx, pn_dtag(tag, sizeof(tag)));
+    /* Sent unsettled: proton drops a delivery settled before the peer
+     * gave credit for it; the peer's disposition settles it. */
+    (void)dlv;
     pn_link_send(c->cbs_tx, (const char *)c->w->wbuf, n);
     pn_link_advance(c->cbs_tx);
-    pn_delivery_settle(dlv);
     hs_device_amqp_state(d, HS_DEV_CBS);
 }
 
@@ -506,8 +509,7 @@ static void hs__open_sender(struct hs_amqp_conn *c, struct hs_device *d)
     pn_link_set_context(d->link, d);
     pn_terminus_set_address(pn_link_target(d->link), addr);
     pn_terminus_set_address(pn_link_source(d->link), d->id);
-    pn_link_set_snd_settle_mode(d->link, cfg->qos == 0 ? PN_SND_SETTLED
-                                                       : PN_SND_UNSETTLED);
+    pn_link_set_snd_settle_mode(d->link, PN_SND_UNSETTLED);
     pn_link_open(d->link);
     hs_device_amqp_state(d, HS_DEV_LINK);
 }
@@ -776,11 +778,15 @@ static void hs__on_delivery(struct hs_amqp_conn *c, pn_delivery_t *dlv)
         hs__on_cbs_reply(c, dlv);
         return;
     }
-    if (!pn_delivery_updated(dlv) || l == c->cbs_tx)
+    if (!pn_delivery_updated(dlv))
         return;
     uint64_t state = pn_delivery_remote_state(dlv);
     if (state == 0 && !pn_delivery_settled(dlv))
         return;
+    if (l == c->cbs_tx) {
+        pn_delivery_settle(dlv);
+        return;
+    }
     struct hs_device *d = pn_link_get_context(l);
     pn_delivery_tag_t tag = pn_delivery_tag(dlv);
     uint16_t id =
