@@ -615,6 +615,8 @@ static void hs__feed(struct hs_amqp_conn *c, const uint8_t *data, size_t len)
         pn_rwbytes_t rb = pn_connection_driver_read_buffer(&c->driver);
         if (rb.size == 0) {
             hs__pump(c);
+            if (!c->have_driver || c->failed)
+                return; /* torn down meanwhile */
             rb = pn_connection_driver_read_buffer(&c->driver);
             if (rb.size == 0)
                 return; /* proton takes no more input: the end is near */
