@@ -195,8 +195,8 @@ size_t hs_amqp_address(char *out, size_t cap, const char *pattern,
         } else {
             p++;
         }
-        if (n + plen < cap)
-            memcpy(out + n, piece, plen);
+        if (n + 1 < cap)
+            memcpy(out + n, piece, n + plen < cap ? plen : cap - 1 - n);
         n += plen;
     }
     if (cap > 0)

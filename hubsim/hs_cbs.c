@@ -93,7 +93,8 @@ enum hs_cbs_rc hs_cbs_reply_decode(pn_message_t *m, const char *bytes,
                                    const char **why)
 {
     pn_message_clear(m);
-    if (pn_message_decode(m, bytes, len) != 0) {
+    /* proton asserts on empty input rather than failing. */
+    if (len == 0 || pn_message_decode(m, bytes, len) != 0) {
         *why = "not an AMQP message";
         return HS_CBS_ERROR;
     }
