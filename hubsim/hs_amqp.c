@@ -692,7 +692,8 @@ static void hs__pump(struct hs_amqp_conn *c)
             break;
     }
     c->pumping = false;
-    if (c->failed || pn_connection_driver_finished(&c->driver)) {
+    if (c->failed || c->ending ||
+        pn_connection_driver_finished(&c->driver)) {
         hs__teardown(c);
         return;
     }
@@ -853,11 +854,12 @@ static void hs__on_transport_error(struct hs_amqp_conn *c)
                  why);
         return;
     }
-    if (c->state == HS_AMQP_CLOSING)
+    if (c->state == HS_AMQP_CLOSING || c->failed)
         return;
-    if (c->failed)
-        return;
-    hs__fail(c, HS_ERR_PROTOCOL, "amqp: %s", why);
+    if (strstr(why, "idle-timeout") != NULL)
+        hs__fail(c, HS_ERR_PING_TIMEOUT, "amqp: %s", why);
+    else
+        hs__fail(c, HS_ERR_PROTOCOL, "amqp: %s", why);
 }
 
 /*
@@ -1000,11 +1002,19 @@ static void hs__teardown(struct hs_amqp_conn *c)
     hg_timer_stop(loop, &c->timer);
     enum hs_amqp_cstate was = c->state;
     c->state = HS_AMQP_DOWN;
+    /* A device that came for the connection while it was closing for
+     * lack of users keeps waiting: a new connection starts for it. */
+    bool quiet = !c->failed;
+    uint32_t kept = 0;
     struct hs_device *devs = c->w->devices + c->first;
-    for (uint32_t i = 0; i < c->count && c->users > 0; i++) {
+    for (uint32_t i = 0; i < c->count && c->users > kept; i++) {
         struct hs_device *d = &devs[i];
         if (d->conn != c)
             continue;
+        if (quiet && d->amqp_waiting) {
+            kept++;
+            continue;
+        }
         d->link = NULL; /* freed with the connection below */
         hs_device_amqp_lost(d);
     }
@@ -1031,10 +1041,12 @@ static void hs__teardown(struct hs_amqp_conn *c)
     c->ws = NULL;
     hs_buf_free(&c->in);
     hs_buf_free(&c->out);
-    c->failed = c->want_out = false;
-    c->users = c->waiting = 0;
+    c->failed = c->ending = c->want_out = false;
+    c->users = c->waiting = kept;
     if (was != HS_AMQP_DOWN)
         hs_log_debug("amqp connection %u.%u closed", c->w->id, c->number);
+    if (kept > 0)
+        hs__kick(c);
 }
 
 /*
@@ -1047,7 +1059,7 @@ static void hs__close(struct hs_amqp_conn *c)
         if (!c->pumping)
             hs__teardown(c);
         else
-            c->failed = true; /* quietly: nothing is counted */
+            c->ending = true;
         return;
     }
     c->state = HS_AMQP_CLOSING;

@@ -64,6 +64,7 @@ struct hs_amqp_conn {
     bool want_out;   /* TLS needs the socket writable */
     bool pumping;    /* proton's events are being handled */
     bool failed;     /* tear down once the events are handled */
+    bool ending;     /* the same, quietly: nobody uses it any more */
     enum hs_err fail_kind;
     char fail_text[HS_SAMPLE_LEN];
     SSL *ssl;

@@ -939,6 +939,10 @@ static int hs__fin_amqp(struct hs_config *cfg, const struct hs__settings *s)
         return hs__bad(s, O_AMQP_AUTH, "%s: not cbs, plain or anonymous",
                        auth);
     bool amqp = cfg->protocol >= HS_PROTO_AMQP;
+    if (amqp && s->value[O_C2D])
+        return hs__bad(s, O_C2D, "not supported over AMQP yet");
+    if (amqp && s->value[O_PROPERTIES])
+        return hs__bad(s, O_PROPERTIES, "not supported over AMQP yet");
     if (amqp && cfg->amqp_auth == HS_AMQP_CBS && cfg->auth == HS_AUTH_NONE)
         return hs__bad(s, O_AMQP_AUTH, "cbs needs a key, token or "
                                        "connection string");
