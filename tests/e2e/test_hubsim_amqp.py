@@ -31,7 +31,12 @@ import hslib  # noqa: E402
 PYTHON = "/usr/bin/python3"  # Debian's, with python3-qpid-proton
 TESTS = os.path.join(ROOT, "hubsim", "tests")
 RABBIT = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+# The consumer's source declares the queue; the devices send to it by the
+# address that does not declare it again: RabbitMQ 3.10 declares a /queue/
+# target on every link attach, and a thousand attaches at once on one
+# session can crash its declaring channel and with it the connection.
 QUEUE = "/queue/hubsim"
+TARGET = "/amq/queue/hubsim"
 
 
 def need_proton():
@@ -134,7 +139,7 @@ def test_rabbitmq_pooled_through_gateway():
         "--hub", hslib.HUB, "--protocol", "amqp",
         "--connect-to", f"127.0.0.1:{gw_port}", "--cafile", ca.cert,
         "--amqp-auth", "plain", "--amqp-user", "guest",
-        "--amqp-password", "guest", "--amqp-address", QUEUE,
+        "--amqp-password", "guest", "--amqp-address", TARGET,
         "--devices", str(devices), "--messages", str(messages),
         "--interval", "1000", "--ramp", "1000", "--threads", "1",
         "--max-errors", "0"], timeout=180)
