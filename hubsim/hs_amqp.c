@@ -30,9 +30,9 @@
 #include "hs_tls.h"
 #include "hs_worker.h"
 
-#define HS_AMQP_WS_PROTOCOL "AMQPWSB10"
-#define HS_AMQP_FRAME_MAX   (64 * 1024) /* WebSocket frame, AMQP out */
-#define HS_AMQP_CBS_CREDIT  64
+#define HS_AMQP_WS_PROTOCOL  "AMQPWSB10"
+#define HS_AMQP_FRAME_MAX    (64 * 1024) /* WebSocket frame, AMQP out */
+#define HS_AMQP_CBS_CREDIT   64
 #define HS_AMQP_PASSWORD_MAX 2048
 
 static uint64_t hs__now_us(void);
@@ -66,9 +66,8 @@ static bool hs__write(struct hs_amqp_conn *c);
 static bool hs__flush_out(struct hs_amqp_conn *c);
 static void hs__update_events(struct hs_amqp_conn *c);
 static void hs__arm_tick(struct hs_amqp_conn *c);
-static void hs__fail(struct hs_amqp_conn *c, enum hs_err kind,
-                     const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static void hs__fail(struct hs_amqp_conn *c, enum hs_err kind, const char *fmt,
+                     ...) __attribute__((format(printf, 3, 4)));
 static void hs__teardown(struct hs_amqp_conn *c);
 static void hs__close(struct hs_amqp_conn *c);
 static struct hs_device *hs__device(struct hs_amqp_conn *c, uint64_t index);
@@ -140,7 +139,8 @@ bool hs_amqp_send(struct hs_device *d, const uint8_t *payload, size_t len,
         pn_data_put_string(props, pn_bytes(strlen(d->id), d->id));
         pn_data_exit(props);
     }
-    pn_data_put_binary(pn_message_body(m), pn_bytes(len, (const char *)payload));
+    pn_data_put_binary(pn_message_body(m),
+                       pn_bytes(len, (const char *)payload));
     size_t n = HS_WBUF_SIZE;
     if (pn_message_encode(m, (char *)w->wbuf, &n) != 0)
         return false;
@@ -185,7 +185,7 @@ size_t hs_amqp_address(char *out, size_t cap, const char *pattern,
 {
     static const char key[] = "{deviceId}";
     size_t n = 0, klen = sizeof(key) - 1, idlen = strlen(device_id);
-    for (const char *p = pattern; *p; ) {
+    for (const char *p = pattern; *p;) {
         const char *piece = p;
         size_t plen = 1;
         if (strncmp(p, key, klen) == 0) {
@@ -373,8 +373,8 @@ static void hs__ws_answer(struct hs_amqp_conn *c)
     int status = 0;
     const char *why = NULL;
     enum hs_ws_rc rc = hs_ws_response(
-        (const char *)c->in.data + c->in.off, c->in.len - c->in.off,
-        c->ws_key, HS_AMQP_WS_PROTOCOL, &used, &status, &why);
+        (const char *)c->in.data + c->in.off, c->in.len - c->in.off, c->ws_key,
+        HS_AMQP_WS_PROTOCOL, &used, &status, &why);
     if (rc == HS_WS_AGAIN)
         return;
     if (rc == HS_WS_ERROR) {
@@ -417,7 +417,8 @@ static void hs__up(struct hs_amqp_conn *c)
     pn_transport_t *t = c->driver.transport;
     pn_connection_t *conn = c->driver.connection;
     pn_sasl_t *sasl = pn_sasl(t);
-    pn_sasl_set_allow_insecure_mechs(sasl, true); /* TLS is ours, not proton's */
+    pn_sasl_set_allow_insecure_mechs(sasl,
+                                     true); /* TLS is ours, not proton's */
     if (cfg->amqp_auth == HS_AMQP_PLAIN) {
         pn_sasl_allowed_mechs(sasl, "PLAIN");
         pn_connection_set_user(conn, cfg->amqp_user);
@@ -427,8 +428,7 @@ static void hs__up(struct hs_amqp_conn *c)
     }
     if (cfg->keepalive_s)
         pn_transport_set_idle_timeout(t, cfg->keepalive_s * 2000);
-    snprintf(container, sizeof(container), "hubsim-%u-%u", c->w->id,
-             c->number);
+    snprintf(container, sizeof(container), "hubsim-%u-%u", c->w->id, c->number);
     pn_connection_set_container(conn, container);
     pn_connection_set_hostname(conn, cfg->hub);
     pn_connection_open(conn);
@@ -474,8 +474,8 @@ static void hs__begin(struct hs_amqp_conn *c, struct hs_device *d)
         hs__open_sender(c, d);
         return;
     }
-    const char *token = hs_device_password(cfg, d->id, (uint64_t)time(NULL),
-                                           buf, sizeof(buf));
+    const char *token =
+        hs_device_password(cfg, d->id, (uint64_t)time(NULL), buf, sizeof(buf));
     /* The request's id names the device and this attempt, so an answer to
      * an earlier attempt is recognised and dropped. */
     d->cbs_id = ((uint64_t)++c->link_seq << 32) | d->index;
@@ -692,8 +692,7 @@ static void hs__pump(struct hs_amqp_conn *c)
             break;
     }
     c->pumping = false;
-    if (c->failed || c->ending ||
-        pn_connection_driver_finished(&c->driver)) {
+    if (c->failed || c->ending || pn_connection_driver_finished(&c->driver)) {
         hs__teardown(c);
         return;
     }
@@ -717,8 +716,8 @@ static void hs__event(struct hs_amqp_conn *c, pn_event_t *e)
         return;
     case PN_CONNECTION_REMOTE_CLOSE: {
         char why[HS_SAMPLE_LEN];
-        hs__condition(pn_connection_remote_condition(c->driver.connection),
-                      why, sizeof(why));
+        hs__condition(pn_connection_remote_condition(c->driver.connection), why,
+                      sizeof(why));
         if (c->state == HS_AMQP_CLOSING) {
             pn_connection_close(c->driver.connection);
             return;
@@ -793,9 +792,9 @@ static void hs__on_delivery(struct hs_amqp_conn *c, pn_delivery_t *dlv)
     struct hs_device *d = pn_link_get_context(l);
     pn_delivery_tag_t tag = pn_delivery_tag(dlv);
     uint16_t id =
-        tag.size == 2 ? (uint16_t)((uint8_t)tag.start[0] << 8 |
-                                   (uint8_t)tag.start[1])
-                      : 0;
+        tag.size == 2
+            ? (uint16_t)((uint8_t)tag.start[0] << 8 | (uint8_t)tag.start[1])
+            : 0;
     pn_delivery_settle(dlv);
     if (d != NULL && l == d->link)
         hs_device_amqp_ack(d, id, state == PN_ACCEPTED,
@@ -850,8 +849,7 @@ static void hs__on_transport_error(struct hs_amqp_conn *c)
     hs__condition(pn_transport_condition(t), why, sizeof(why));
     pn_sasl_outcome_t outcome = pn_sasl_outcome(pn_sasl(t));
     if (outcome > PN_SASL_OK) {
-        hs__fail(c, HS_ERR_AMQP_SASL, "SASL outcome %d: %s", (int)outcome,
-                 why);
+        hs__fail(c, HS_ERR_AMQP_SASL, "SASL outcome %d: %s", (int)outcome, why);
         return;
     }
     if (c->state == HS_AMQP_CLOSING || c->failed)
@@ -876,8 +874,8 @@ static bool hs__write(struct hs_amqp_conn *c)
         if (wb.size == 0)
             return true;
         if (ws) {
-            size_t len = wb.size < HS_AMQP_FRAME_MAX ? wb.size
-                                                     : HS_AMQP_FRAME_MAX;
+            size_t len =
+                wb.size < HS_AMQP_FRAME_MAX ? wb.size : HS_AMQP_FRAME_MAX;
             uint8_t hdr[HS_WS_MAX_HEADER], mask[4];
             uint32_t m = (uint32_t)hs_rand(&c->w->rng);
             memcpy(mask, &m, sizeof(mask));
@@ -973,8 +971,8 @@ static void hs__arm_tick(struct hs_amqp_conn *c)
  * Counts the connection's failure once and tears it down, now or, while
  * proton's events are being handled, right after.
  */
-static void hs__fail(struct hs_amqp_conn *c, enum hs_err kind,
-                     const char *fmt, ...)
+static void hs__fail(struct hs_amqp_conn *c, enum hs_err kind, const char *fmt,
+                     ...)
 {
     if (c->failed)
         return;

@@ -60,11 +60,11 @@ struct hs_amqp_conn {
     uint32_t events;
     struct hg_timer timer; /* connect or close deadline; proton's ticks */
     struct hg_defer defer;
-    bool deferred;   /* defer is queued */
-    bool want_out;   /* TLS needs the socket writable */
-    bool pumping;    /* proton's events are being handled */
-    bool failed;     /* tear down once the events are handled */
-    bool ending;     /* the same, quietly: nobody uses it any more */
+    bool deferred; /* defer is queued */
+    bool want_out; /* TLS needs the socket writable */
+    bool pumping;  /* proton's events are being handled */
+    bool failed;   /* tear down once the events are handled */
+    bool ending;   /* the same, quietly: nobody uses it any more */
     enum hs_err fail_kind;
     char fail_text[HS_SAMPLE_LEN];
     SSL *ssl;

@@ -26,8 +26,8 @@ int hs_cbs_request(pn_message_t *m, const char *hub, const char *device_id,
     if (pn_data_put_map(props) != 0)
         return -1;
     pn_data_enter(props);
-    if (hs__put_string(props, "operation") || hs__put_string(props, "put-token") ||
-        hs__put_string(props, "type") ||
+    if (hs__put_string(props, "operation") ||
+        hs__put_string(props, "put-token") || hs__put_string(props, "type") ||
         hs__put_string(props, HS_CBS_TOKEN_TYPE) ||
         hs__put_string(props, "name") || hs__put_string(props, name))
         return -1;

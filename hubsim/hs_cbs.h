@@ -18,8 +18,8 @@
 
 #include <proton/message.h>
 
-#define HS_CBS_NODE     "$cbs"
-#define HS_CBS_REPLY_TO "cbs"
+#define HS_CBS_NODE       "$cbs"
+#define HS_CBS_REPLY_TO   "cbs"
 #define HS_CBS_TOKEN_TYPE "azure-devices.net:sastoken"
 
 enum hs_cbs_rc {
@@ -29,8 +29,8 @@ enum hs_cbs_rc {
 };
 
 struct hs_cbs_reply {
-    uint64_t id;  /* the request's message id it answers */
-    int status;   /* HTTP-like: 200 and 202 accept */
+    uint64_t id; /* the request's message id it answers */
+    int status;  /* HTTP-like: 200 and 202 accept */
     char description[128];
 };
 

@@ -337,7 +337,8 @@ static void hs__tls_fail(struct hs_device *d, const struct hs_tls_failure *f)
                  "%s: %s", phase, f->reason);
         break;
     case HS_TLS_F_RESET:
-        hs__fail(d, hs_err_from_errno(f->errno_value), "%s: %s", phase, f->reason);
+        hs__fail(d, hs_err_from_errno(f->errno_value), "%s: %s", phase,
+                 f->reason);
         break;
     }
 }
@@ -1134,8 +1135,8 @@ void hs_device_amqp_ack(struct hs_device *d, uint16_t id, bool accepted,
     hs__acked(d, i, accepted);
 }
 
-void hs_device_amqp_fail(struct hs_device *d, enum hs_err kind,
-                         const char *fmt, ...)
+void hs_device_amqp_fail(struct hs_device *d, enum hs_err kind, const char *fmt,
+                         ...)
 {
     char text[HS_SAMPLE_LEN];
     va_list ap;

@@ -123,9 +123,8 @@ void hs_device_amqp_up(struct hs_device *d);
 void hs_device_amqp_ack(struct hs_device *d, uint16_t id, bool accepted,
                         const char *state);
 /* The device's own failure (CBS refused, link detached): counted. */
-void hs_device_amqp_fail(struct hs_device *d, enum hs_err kind,
-                         const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+void hs_device_amqp_fail(struct hs_device *d, enum hs_err kind, const char *fmt,
+                         ...) __attribute__((format(printf, 3, 4)));
 /* The connection failed (counted once there): back off like the rest. */
 void hs_device_amqp_lost(struct hs_device *d);
 

@@ -881,8 +881,8 @@ static int hs__fin_transport(struct hs_config *cfg,
     else if (strcmp(proto, "amqp-ws") == 0)
         cfg->protocol = HS_PROTO_AMQP_WS;
     else
-        return hs__bad(s, O_PROTOCOL,
-                       "%s: not mqtt, mqtt-ws, amqp or amqp-ws", proto);
+        return hs__bad(s, O_PROTOCOL, "%s: not mqtt, mqtt-ws, amqp or amqp-ws",
+                       proto);
     static const uint16_t ports[] = {8883, 443, 5671, 443};
     cfg->port = ports[cfg->protocol];
     if (hs__fin_amqp(cfg, s) < 0)
@@ -927,8 +927,8 @@ static int hs__fin_amqp(struct hs_config *cfg, const struct hs__settings *s)
         return -1;
     cfg->devices_per_conn = (uint32_t)v;
     if (auth == NULL)
-        cfg->amqp_auth = cfg->auth == HS_AUTH_NONE ? HS_AMQP_ANONYMOUS
-                                                   : HS_AMQP_CBS;
+        cfg->amqp_auth =
+            cfg->auth == HS_AUTH_NONE ? HS_AMQP_ANONYMOUS : HS_AMQP_CBS;
     else if (strcmp(auth, "cbs") == 0)
         cfg->amqp_auth = HS_AMQP_CBS;
     else if (strcmp(auth, "plain") == 0)
@@ -936,22 +936,21 @@ static int hs__fin_amqp(struct hs_config *cfg, const struct hs__settings *s)
     else if (strcmp(auth, "anonymous") == 0)
         cfg->amqp_auth = HS_AMQP_ANONYMOUS;
     else
-        return hs__bad(s, O_AMQP_AUTH, "%s: not cbs, plain or anonymous",
-                       auth);
+        return hs__bad(s, O_AMQP_AUTH, "%s: not cbs, plain or anonymous", auth);
     bool amqp = cfg->protocol >= HS_PROTO_AMQP;
     if (amqp && s->value[O_C2D])
         return hs__bad(s, O_C2D, "not supported over AMQP yet");
     if (amqp && s->value[O_PROPERTIES])
         return hs__bad(s, O_PROPERTIES, "not supported over AMQP yet");
     if (amqp && cfg->amqp_auth == HS_AMQP_CBS && cfg->auth == HS_AUTH_NONE)
-        return hs__bad(s, O_AMQP_AUTH, "cbs needs a key, token or "
-                                       "connection string");
+        return hs__bad(s, O_AMQP_AUTH,
+                       "cbs needs a key, token or connection string");
     if (amqp && cfg->amqp_auth == HS_AMQP_PLAIN && !s->value[O_AMQP_USER])
         return hs__bad(s, O_AMQP_AUTH, "plain needs --amqp-user");
-    cfg->amqp_user = s->value[O_AMQP_USER] ? strdup(s->value[O_AMQP_USER])
-                                           : NULL;
-    cfg->amqp_password = strdup(
-        s->value[O_AMQP_PASSWORD] ? s->value[O_AMQP_PASSWORD] : "");
+    cfg->amqp_user =
+        s->value[O_AMQP_USER] ? strdup(s->value[O_AMQP_USER]) : NULL;
+    cfg->amqp_password =
+        strdup(s->value[O_AMQP_PASSWORD] ? s->value[O_AMQP_PASSWORD] : "");
     cfg->amqp_address = strdup(s->value[O_AMQP_ADDRESS]
                                    ? s->value[O_AMQP_ADDRESS]
                                    : "/devices/{deviceId}/messages/events");

@@ -16,20 +16,20 @@
 
 /* Errors, told apart by what failed. */
 enum hs_err {
-    HS_ERR_TCP_REFUSED,  /* connection refused */
-    HS_ERR_TCP_RESET,    /* reset or broken pipe, in any phase */
-    HS_ERR_TCP_TIMEOUT,  /* TCP connect took longer than the limit */
-    HS_ERR_TCP_OTHER,    /* unreachable and other connect errors */
-    HS_ERR_LOCAL,        /* no descriptor, no source port, no memory */
-    HS_ERR_TLS_VERIFY,   /* the hub's certificate did not check out */
-    HS_ERR_TLS,          /* other TLS failures (alerts, EOF in handshake) */
-    HS_ERR_WS,           /* upgrade refused, bad frame, server's close */
-    HS_ERR_CONNACK,      /* the hub refused CONNECT (see connack codes) */
-    HS_ERR_PROTOCOL,     /* the hub sent MQTT that makes no sense */
-    HS_ERR_CLOSED,       /* the hub closed a working connection */
-    HS_ERR_TIMEOUT,      /* TLS, upgrade or CONNACK took too long */
-    HS_ERR_ACK_TIMEOUT,  /* a PUBACK or SUBACK took too long */
-    HS_ERR_PING_TIMEOUT, /* no PINGRESP in time */
+    HS_ERR_TCP_REFUSED,   /* connection refused */
+    HS_ERR_TCP_RESET,     /* reset or broken pipe, in any phase */
+    HS_ERR_TCP_TIMEOUT,   /* TCP connect took longer than the limit */
+    HS_ERR_TCP_OTHER,     /* unreachable and other connect errors */
+    HS_ERR_LOCAL,         /* no descriptor, no source port, no memory */
+    HS_ERR_TLS_VERIFY,    /* the hub's certificate did not check out */
+    HS_ERR_TLS,           /* other TLS failures (alerts, EOF in handshake) */
+    HS_ERR_WS,            /* upgrade refused, bad frame, server's close */
+    HS_ERR_CONNACK,       /* the hub refused CONNECT (see connack codes) */
+    HS_ERR_PROTOCOL,      /* the hub sent MQTT that makes no sense */
+    HS_ERR_CLOSED,        /* the hub closed a working connection */
+    HS_ERR_TIMEOUT,       /* TLS, upgrade or CONNACK took too long */
+    HS_ERR_ACK_TIMEOUT,   /* a PUBACK or SUBACK took too long */
+    HS_ERR_PING_TIMEOUT,  /* no PINGRESP in time */
     HS_ERR_AMQP_SASL,     /* SASL refused the connection */
     HS_ERR_AMQP_CBS,      /* put-token refused (with its status), bad $cbs */
     HS_ERR_AMQP_DETACH,   /* the peer detached a device's link */

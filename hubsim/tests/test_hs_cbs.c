@@ -104,7 +104,8 @@ static void test_request_fields(void **state)
     assert_true(id.u.as_ulong == 0x200000007ull);
     assert_string_equal(prop(back, "operation"), "put-token");
     assert_string_equal(prop(back, "type"), "azure-devices.net:sastoken");
-    assert_string_equal(prop(back, "name"), "h.azure-devices.net/devices/dev-1");
+    assert_string_equal(prop(back, "name"),
+                        "h.azure-devices.net/devices/dev-1");
     pn_data_t *body = pn_message_body(back);
     pn_data_rewind(body);
     assert_true(pn_data_next(body));
@@ -176,13 +177,13 @@ static void test_reply_declined(void **state)
         int type;
         int64_t status;
     } cases[] = {
-        {none, "status-code", PN_INT, 200},     /* no correlation id */
-        {str_id, "status-code", PN_INT, 200},   /* not the id we sent */
-        {ulong_id, NULL, PN_INT, 200},          /* no status */
+        {none, "status-code", PN_INT, 200},        /* no correlation id */
+        {str_id, "status-code", PN_INT, 200},      /* not the id we sent */
+        {ulong_id, NULL, PN_INT, 200},             /* no status */
         {ulong_id, "status-code", PN_STRING, 200}, /* status as text */
-        {ulong_id, "status-code", PN_INT, -5},  /* out of range */
+        {ulong_id, "status-code", PN_INT, -5},     /* out of range */
         {ulong_id, "status-code", PN_LONG, 100000},
-        {ulong_id, "statuscode", PN_INT, 200},  /* wrong key */
+        {ulong_id, "statuscode", PN_INT, 200}, /* wrong key */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         pn_message_t *m = reply(cases[i].cid, cases[i].key, cases[i].type,
@@ -204,9 +205,10 @@ static void test_reply_garbage(void **state)
     /* proton 0.37 decodes leniently (truncated sections and unknown type
      * codes come back as an empty message), so garbage is DECLINED or
      * ERROR, and never an answer. */
-    static const char *const junk[] = {
-        "\x00\x53\x73\xd0\x00\x00\x00\x40", "\xff\xff", "\x00\x53",
-        "\xa1\x05" "ab"};
+    static const char *const junk[] = {"\x00\x53\x73\xd0\x00\x00\x00\x40",
+                                       "\xff\xff", "\x00\x53",
+                                       "\xa1\x05"
+                                       "ab"};
     static const size_t junk_len[] = {8, 2, 2, 4};
     for (size_t i = 0; i < 4; i++) {
         why = NULL;
@@ -233,8 +235,7 @@ static void test_address_pattern(void **state)
     hs_amqp_address(out, sizeof(out), "{deviceId}{deviceId}{device", "ab");
     assert_string_equal(out, "abab{device");
     /* Cut at the buffer's end, still terminated; the length says so. */
-    assert_int_equal(hs_amqp_address(out, 8, "/q/{deviceId}", "abcdefgh"),
-                     11);
+    assert_int_equal(hs_amqp_address(out, 8, "/q/{deviceId}", "abcdefgh"), 11);
     assert_string_equal(out, "/q/abcd");
 }
 
