@@ -7,7 +7,7 @@ JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
 .PHONY: all deps build asan test test-unit test-asan demo format format-check \
-        fuzz bench clean
+        fuzz bench bench-hubsim clean
 
 all: build
 
@@ -51,6 +51,14 @@ bench: deps $(BENCH_BUILD)/CMakeCache.txt
 	cmake --build $(BENCH_BUILD) -j $(JOBS) --target hubgate hgload hgecho
 	python3 bench/run.py --build $(BENCH_BUILD) --docs docs/benchmarks.md \
 	    $(BENCH_ARGS)
+
+# What one hubsim process holds (memory per connected TLS device, 10,000
+# devices) and the send rate it sustains, against Mosquitto (a few minutes;
+# never part of `make test`): writes docs/hubsim-benchmarks.md.
+bench-hubsim: deps $(BENCH_BUILD)/CMakeCache.txt
+	cmake --build $(BENCH_BUILD) -j $(JOBS) --target hubsim
+	python3 bench/hubsim_bench.py --build $(BENCH_BUILD) \
+	    --docs docs/hubsim-benchmarks.md $(BENCH_ARGS)
 
 FORMATTED = src/*.[ch] tests/unit/*.c tests/fuzz/*.c bench/*.[ch] \
             hubsim/*.[ch] hubsim/tests/*.c

@@ -1273,6 +1273,20 @@ def git_commit():
                                   if dirty else "")
 
 
+def write_results(out, name, text, data, docs):
+    """Writes results.json and the report `name` into out, the report also
+    to docs when given, and prints the report's path."""
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(data, f, indent=1)
+    with open(os.path.join(out, name), "w") as f:
+        f.write(text + "\n")
+    if docs:
+        with open(docs, "w") as f:
+            f.write(text + "\n")
+        log(f"wrote {docs}")
+    print(os.path.join(out, name))
+
+
 def report(args, tools, results, configs, peers, missing, failures, info,
            elapsed):
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -1445,16 +1459,9 @@ def main():
     elapsed = time.monotonic() - started
     text = report(args, tools, results, configs, peers, missing, failures,
                   info, elapsed)
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"results": results, "peers": peers, "missing": missing,
-                   "failures": failures}, f, indent=1)
-    with open(os.path.join(out, "benchmarks.md"), "w") as f:
-        f.write(text + "\n")
-    if args.docs:
-        with open(args.docs, "w") as f:
-            f.write(text + "\n")
-        log(f"wrote {args.docs}")
-    print(os.path.join(out, "benchmarks.md"))
+    write_results(out, "benchmarks.md", text,
+                  {"results": results, "peers": peers, "missing": missing,
+                   "failures": failures}, args.docs)
     log(f"done in {elapsed / 60:.1f} min")
     if failures:
         log(f"{len(failures)} run(s) failed: see the report")

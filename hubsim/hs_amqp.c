@@ -291,7 +291,7 @@ static void hs__tcp_done(struct hs_amqp_conn *c)
         return;
     }
     c->t_tcp_us = hs__now_us();
-    c->ssl = hs_tls_new(c->w->run->tls, c->io.fd, c->w->run->cfg->hub);
+    c->ssl = hs_tls_new(c->w->run->tls, c->io.fd, c->w->run->cfg->hub, NULL);
     if (c->ssl == NULL) {
         hs__fail(c, HS_ERR_LOCAL, "no memory for TLS");
         return;

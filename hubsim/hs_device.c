@@ -18,9 +18,10 @@
 #include "hs_sas.h"
 #include "hs_tls.h"
 
-#define HS_HEADROOM     HS_WS_MAX_HEADER /* before a packet, for a frame head */
-#define HS_MQTT_IN_MAX  (1024 * 1024)    /* largest packet accepted */
-#define HS_PASSWORD_MAX 2048
+#define HS_HEADROOM       HS_WS_MAX_HEADER /* before a packet, for a frame head */
+#define HS_MQTT_IN_MAX    (1024 * 1024)    /* largest packet accepted */
+#define HS_PASSWORD_MAX   2048
+#define HS_RENEW_DRAIN_MS 5000 /* longest wait for PUBACKs before renewing */
 
 static const char *const hs__state_names[] = {
     "idle",
@@ -65,18 +66,6 @@ static bool hs__mqtt_packets(struct hs_device *d, const uint8_t *buf,
 static bool hs__packet(struct hs_device *d, const struct hs_mqtt_packet *p);
 static bool hs__on_connack(struct hs_device *d,
                            const struct hs_mqtt_connack *c);
-/* Accepted by the hub (CONNACK, or an AMQP link attached). */
-static void hs__connected(struct hs_device *d)
-{
-    struct hs_stats *st = &d->w->stats;
-    hs_stats_latency(st, &st->connect_all, hs__now_us() - d->t_start_us);
-    hs_stat_add(&st->connects, 1);
-    if (d->ever_connected)
-        hs_stat_add(&st->reconnects, 1);
-    d->ever_connected = true;
-    d->failures = 0;
-}
-
 static bool hs__on_suback(struct hs_device *d, const struct hs_mqtt_suback *s);
 static bool hs__on_puback(struct hs_device *d, uint16_t id);
 static bool hs__acked(struct hs_device *d, uint32_t i, bool accepted);
@@ -86,19 +75,34 @@ static bool hs__on_c2d(struct hs_device *d, const struct hs_mqtt_publish *p);
 static bool hs__run_start(struct hs_device *d);
 static void hs__publish_due(struct hs_device *d);
 static bool hs__publish(struct hs_device *d);
-static bool hs__publish_amqp(struct hs_device *d, size_t plen);
-static uint16_t hs__take_id(struct hs_device *d);
+static bool hs__publish_amqp(struct hs_device *d, const uint8_t *payload,
+                             size_t len);
+static uint16_t hs__next_id(struct hs_device *d);
+static bool hs__resend(struct hs_device *d);
 static void hs__drain(struct hs_device *d);
 static void hs__finish(struct hs_device *d);
+static bool hs__goodbye(struct hs_device *d);
+static void hs__renew_plan(struct hs_device *d, uint64_t now_s);
+static void hs__renew(struct hs_device *d);
+static void hs__renew_now(struct hs_device *d);
 static void hs__fail(struct hs_device *d, enum hs_err kind, const char *fmt,
                      ...) __attribute__((format(printf, 3, 4)));
 static void hs__drop(struct hs_device *d, bool graceful);
-static void hs__after_drop(struct hs_device *d);
+static void hs__after_drop(struct hs_device *d, bool failed);
 static void hs__ka_arm(struct hs_device *d);
 
 /* ------------------------------------------------------------------ */
 /* Life cycle                                                          */
 /* ------------------------------------------------------------------ */
+
+/* The messages in flight will never be acknowledged: counted lost. */
+static void hs__inflight_lost(struct hs_device *d)
+{
+    hs_stat_add(&d->w->stats.lost, d->ninflight);
+    for (uint32_t i = 0; i < d->ninflight; i++)
+        free(d->inflight[i].pkt);
+    d->ninflight = 0;
+}
 
 int hs_device_init(struct hs_device *d, struct hs_worker *w, const char *id,
                    uint32_t index)
@@ -124,6 +128,8 @@ void hs_device_deinit(struct hs_device *d)
 {
     if (d->io.fd >= 0 || d->conn != NULL)
         hs__drop(d, false);
+    for (uint32_t i = 0; i < d->ninflight; i++)
+        free(d->inflight[i].pkt);
     free(d->inflight);
     d->inflight = NULL;
 }
@@ -150,6 +156,17 @@ void hs_device_phase(struct hs_device *d, enum hs_phase phase)
         return;
     hs__drop(d, d->state >= HS_DEV_SUB);
     hs__set_state(d, HS_DEV_DONE);
+}
+
+bool hs_device_storm(struct hs_device *d)
+{
+    if (d->state < HS_DEV_TCP || d->state > HS_DEV_DRAIN)
+        return false;
+    d->storm_hit = true;
+    hs_stat_add(&d->w->stats.storm_drops, 1);
+    hs__drop(d, false);
+    hs__after_drop(d, false); /* not a failure: no step toward giving up */
+    return true;
 }
 
 const char *hs_device_password(const struct hs_config *cfg,
@@ -202,6 +219,8 @@ static void hs__set_state(struct hs_device *d, enum hs_dev_state s)
     }
     d->state = s;
     if (s == HS_DEV_DONE && old != HS_DEV_DONE) {
+        /* Messages kept to re-send will never go now. */
+        hs__inflight_lost(d);
         hg_timer_stop(&d->w->loop, &d->timer);
         hg_timer_stop(&d->w->loop, &d->ka);
         hs_stat_add(&st->finished, 1);
@@ -285,7 +304,8 @@ static void hs__tcp_done(struct hs_device *d)
         return;
     }
     d->t_tcp_us = hs__now_us();
-    d->ssl = hs_tls_new(run->tls, d->io.fd, run->cfg->hub);
+    d->ssl = hs_tls_new(run->tls, d->io.fd, run->cfg->hub,
+                        run->ids ? &run->ids[d->index] : NULL);
     if (d->ssl == NULL) {
         hs__fail(d, HS_ERR_LOCAL, "no memory for TLS");
         return;
@@ -325,6 +345,14 @@ static void hs__tls_step(struct hs_device *d)
 static void hs__tls_fail(struct hs_device *d, const struct hs_tls_failure *f)
 {
     const char *phase = hs__state_names[d->state];
+    if ((d->state == HS_DEV_WS || d->state == HS_DEV_MQTT) &&
+        hs_tls_cert_missing(d->ssl)) {
+        hs__fail(d, HS_ERR_TLS,
+                 "%s: %s (the hub asked for a client certificate and none "
+                 "was given)",
+                 phase, f->reason);
+        return;
+    }
     switch (f->kind) {
     case HS_TLS_F_VERIFY:
         hs__fail(d, HS_ERR_TLS_VERIFY, "%s", f->reason);
@@ -396,18 +424,20 @@ static bool hs__mqtt_start(struct hs_device *d)
 {
     const struct hs_config *cfg = d->w->run->cfg;
     char user[HS_DEVICE_ID_MAX + 300], pass[HS_PASSWORD_MAX];
+    uint64_t now_s = (uint64_t)time(NULL);
     snprintf(user, sizeof(user), "%s/%s/?api-version=%s", cfg->hub, d->id,
              HS_API_VERSION);
     struct hs_mqtt_connect c = {
         .client_id = hs_mqtt_cstr(d->id),
         .username = hs_mqtt_cstr(user),
-        .password = hs_mqtt_cstr(hs_device_password(
-            cfg, d->id, (uint64_t)time(NULL), pass, sizeof(pass))),
+        .password = hs_mqtt_cstr(
+            hs_device_password(cfg, d->id, now_s, pass, sizeof(pass))),
         .keepalive = (uint16_t)cfg->keepalive_s,
         .clean_session = cfg->clean_session,
     };
     uint8_t *pkt = d->w->wbuf + HS_HEADROOM;
     size_t n = hs_mqtt_connect_encode(pkt, HS_WBUF_SIZE - HS_HEADROOM, &c);
+    hs__renew_plan(d, now_s);
     hs__set_state(d, HS_DEV_MQTT);
     return hs__send_packet(d, HS_WS_BINARY, pkt, n);
 }
@@ -468,6 +498,10 @@ static void hs__on_timer(struct hg_loop *loop, struct hg_timer *t)
     case HS_DEV_RUN:
         hs__publish_due(d);
         return;
+    case HS_DEV_DRAIN:
+        if (d->renewing) /* PUBACKs did not all come in time */
+            hs__renew_now(d);
+        return;
     default:
         return;
     }
@@ -479,12 +513,16 @@ static void hs__on_ka(struct hg_loop *loop, struct hg_timer *t)
     struct hs_device *d = hg_container_of(t, struct hs_device, ka);
     const struct hs_config *cfg = d->w->run->cfg;
     uint64_t now_us = hs__now_us(), limit_us = cfg->ack_timeout_ms * 1000;
+    if (d->renew_at && d->state == HS_DEV_RUN && loop->now >= d->renew_at) {
+        hs__renew(d);
+        return;
+    }
     if (d->ping_out && loop->now >= d->ping_sent + cfg->ack_timeout_ms) {
         hs__fail(d, HS_ERR_PING_TIMEOUT, "no PINGRESP in %" PRIu64 " ms",
                  cfg->ack_timeout_ms);
         return;
     }
-    for (uint32_t i = 0; i < d->ninflight; i++) {
+    for (uint32_t i = 0; d->state >= HS_DEV_RUN && i < d->ninflight; i++) {
         if (now_us - d->inflight[i].sent_us >= limit_us) {
             hs__fail(d, HS_ERR_ACK_TIMEOUT, "no PUBACK in %" PRIu64 " ms",
                      cfg->ack_timeout_ms);
@@ -515,7 +553,10 @@ static void hs__ka_arm(struct hs_device *d)
         next = d->ping_sent + cfg->ack_timeout_ms;
     else if (cfg->keepalive_s && !hs__amqp(d))
         next = d->last_send + cfg->keepalive_s * 1000ull;
-    if (d->ninflight > 0) {
+    if (d->renew_at && d->state == HS_DEV_RUN && d->renew_at < next)
+        next = d->renew_at;
+    /* Messages kept from a dropped connection count once re-sent. */
+    if (d->ninflight > 0 && d->state >= HS_DEV_RUN) {
         uint64_t oldest = d->inflight[0].sent_us, now_us = hs__now_us();
         for (uint32_t i = 1; i < d->ninflight; i++)
             if (d->inflight[i].sent_us < oldest)
@@ -807,6 +848,23 @@ static bool hs__on_connack(struct hs_device *d, const struct hs_mqtt_connack *c)
     return true;
 }
 
+/* Accepted by the hub (CONNACK, or an AMQP link attached). */
+static void hs__connected(struct hs_device *d)
+{
+    struct hs_stats *st = &d->w->stats;
+    hs_stats_latency(st, &st->connect_all, hs__now_us() - d->t_start_us);
+    hs_stat_add(&st->connects, 1);
+    if (d->renewing)
+        hs_stat_add(&st->renewals, 1);
+    else if (d->ever_connected)
+        hs_stat_add(&st->reconnects, 1);
+    if (d->storm_hit)
+        hs_stat_add(&st->storm_reconnects, 1);
+    d->ever_connected = true;
+    d->renewing = d->storm_hit = false;
+    d->failures = 0;
+}
+
 static bool hs__on_suback(struct hs_device *d, const struct hs_mqtt_suback *s)
 {
     if (d->state != HS_DEV_SUB || s->packet_id != d->sub_id) {
@@ -847,9 +905,13 @@ static bool hs__acked(struct hs_device *d, uint32_t i, bool accepted)
     } else {
         hs_stat_add(&st->lost, 1);
     }
+    free(d->inflight[i].pkt);
     d->inflight[i] = d->inflight[--d->ninflight];
     if (d->state == HS_DEV_DRAIN && d->ninflight == 0) {
-        hs__finish(d);
+        if (d->renewing)
+            hs__renew_now(d);
+        else
+            hs__finish(d);
         return false;
     }
     if (d->blocked && d->state == HS_DEV_RUN) {
@@ -882,13 +944,16 @@ static bool hs__run_start(struct hs_device *d)
     const struct hs_config *cfg = d->w->run->cfg;
     uint64_t now = d->w->loop.now;
     hs__set_state(d, HS_DEV_RUN);
+    if (d->ninflight > 0 && !hs__resend(d))
+        return false;
     if (atomic_load(&d->w->run->phase) != HS_PHASE_RUN ||
         (cfg->messages && d->sent >= cfg->messages)) {
         hs__drain(d);
         return false;
     }
     if (d->next_due == 0)
-        d->next_due = now + hs_rand(&d->w->rng) % (cfg->intervals[0] + 1);
+        d->next_due = now + hs_rand(&d->w->rng) %
+                                (hs_config_interval(cfg, d->index, 0) + 1);
     else if (d->next_due < now)
         d->next_due = now;
     hg_timer_start(&d->w->loop, &d->timer, d->next_due - now);
@@ -912,7 +977,7 @@ static void hs__publish_due(struct hs_device *d)
     }
     if (!hs__publish(d))
         return;
-    uint32_t interval = cfg->intervals[d->interval_idx++ % cfg->nintervals];
+    uint32_t interval = hs_config_interval(cfg, d->index, d->interval_idx++);
     d->next_due += interval;
     if (loop->now >= d->next_due + interval) {
         hs_stat_add(&d->w->stats.overrun, 1);
@@ -926,34 +991,46 @@ static void hs__publish_due(struct hs_device *d)
                    d->next_due > loop->now ? d->next_due - loop->now : 0);
 }
 
-/* Renders, encodes and sends one telemetry message. */
+/*
+ * A new telemetry message: rendered, numbered, sent. At QoS 1 it stays in
+ * flight until its PUBACK; with re-sending on, its encoded packet is kept
+ * too, so a message sent again after a reconnect is byte for byte the one
+ * sent first (variables have moved on since).
+ */
 static bool hs__publish(struct hs_device *d)
 {
     struct hs_worker *w = d->w;
     const struct hs_config *cfg = w->run->cfg;
-    char topic[HS_DEVICE_ID_MAX + 1024];
-    size_t plen = cfg->payload_size;
-    if (plen == 0) {
-        struct hs_template_ctx ctx = {.device_id = d->id,
-                                      .machine_name = w->run->machine_name,
-                                      .iteration = d->sent,
-                                      .rng = &w->rng};
-        clock_gettime(CLOCK_REALTIME, &ctx.now);
-        plen = hs_template_render(&cfg->template, &ctx, (char *)w->pbuf,
-                                  HS_PAYLOAD_MAX);
-    }
+    struct hs_message msg = {.buf = w->pbuf, .cap = HS_PAYLOAD_MAX};
+    struct hs_template_ctx ctx = {.device_id = d->id,
+                                  .machine_name = w->run->machine_name,
+                                  .iteration = d->sent,
+                                  .rng = &w->rng};
+    clock_gettime(CLOCK_REALTIME, &ctx.now);
+    hs_payload_message(&cfg->payload, d->index, &ctx, &msg);
     if (hs__amqp(d))
-        return hs__publish_amqp(d, plen);
-    snprintf(topic, sizeof(topic), "devices/%s/messages/events/%s", d->id,
-             cfg->properties ? cfg->properties : "");
-    struct hs_mqtt_publish pub = {.topic = hs_mqtt_cstr(topic),
-                                  .payload = w->pbuf,
-                                  .payload_len = plen,
+        return hs__publish_amqp(d, msg.payload, msg.len);
+    struct hs_mqtt_publish pub = {.topic = {msg.topic, msg.topic_len},
+                                  .payload = msg.payload,
+                                  .payload_len = msg.len,
                                   .qos = cfg->qos};
+    struct hs_inflight m = {.sent_us = hs__now_us()};
     if (cfg->qos > 0)
-        pub.packet_id = hs__take_id(d);
+        m.id = pub.packet_id = hs__next_id(d);
     uint8_t *pkt = w->wbuf + HS_HEADROOM;
     size_t n = hs_mqtt_publish_encode(pkt, HS_WBUF_SIZE - HS_HEADROOM, &pub);
+    if (cfg->qos > 0) {
+        if (cfg->resend) {
+            m.pkt = malloc(n);
+            if (m.pkt == NULL) {
+                hs__fail(d, HS_ERR_LOCAL, "no memory for a message");
+                return false;
+            }
+            memcpy(m.pkt, pkt, n);
+            m.len = (uint32_t)n;
+        }
+        d->inflight[d->ninflight++] = m;
+    }
     d->sent++;
     hs_stat_add(&w->stats.sent, 1);
     if (!hs__send_packet(d, HS_WS_BINARY, pkt, n))
@@ -963,31 +1040,53 @@ static bool hs__publish(struct hs_device *d)
     return true;
 }
 
-/* The next packet id or delivery tag, in flight from now at QoS 1. */
-static uint16_t hs__take_id(struct hs_device *d)
+/* The next packet id or delivery tag (never 0). */
+static uint16_t hs__next_id(struct hs_device *d)
 {
     uint16_t id = d->next_id++;
     if (d->next_id == 0)
         d->next_id = 1;
-    if (d->w->run->cfg->qos > 0)
-        d->inflight[d->ninflight++] = (struct hs_inflight){hs__now_us(), id};
     return id;
 }
 
 /* One telemetry message as a delivery on the device's AMQP link. */
-static bool hs__publish_amqp(struct hs_device *d, size_t plen)
+static bool hs__publish_amqp(struct hs_device *d, const uint8_t *payload,
+                             size_t len)
 {
     struct hs_worker *w = d->w;
-    uint16_t id = hs__take_id(d);
-    if (!hs_amqp_send(d, w->pbuf, plen, id)) {
+    struct hs_inflight m = {.sent_us = hs__now_us(), .id = hs__next_id(d)};
+    if (!hs_amqp_send(d, payload, len, m.id)) {
         hs__fail(d, HS_ERR_LOCAL, "message too large for AMQP");
         return false;
     }
+    if (w->run->cfg->qos > 0)
+        d->inflight[d->ninflight++] = m;
     d->sent++;
     d->last_send = w->loop.now;
     hs_stat_add(&w->stats.sent, 1);
     if (d->ninflight == 1)
         hs__ka_arm(d);
+    return true;
+}
+
+/*
+ * Connected again with messages a dropped connection left unacknowledged:
+ * they go first, with DUP set, and their PUBACK clocks start over.
+ */
+static bool hs__resend(struct hs_device *d)
+{
+    uint64_t now = hs__now_us();
+    uint8_t *pkt = d->w->wbuf + HS_HEADROOM;
+    for (uint32_t i = 0; i < d->ninflight; i++) {
+        struct hs_inflight *m = &d->inflight[i];
+        m->sent_us = now;
+        hs_stat_add(&d->w->stats.resent, 1);
+        memcpy(pkt, m->pkt, m->len); /* masking (mqtt-ws) works in place */
+        pkt[0] |= HS_MQTT_DUP;
+        if (!hs__send_packet(d, HS_WS_BINARY, pkt, m->len))
+            return false;
+    }
+    hs__ka_arm(d);
     return true;
 }
 
@@ -1003,26 +1102,97 @@ static void hs__drain(struct hs_device *d)
     hs__set_state(d, HS_DEV_DRAIN);
 }
 
-/* The device is done: DISCONNECT, a WebSocket close, TLS close_notify. */
+/* The device is done: it says goodbye and stops. */
 static void hs__finish(struct hs_device *d)
+{
+    if (hs__goodbye(d))
+        hs__set_state(d, HS_DEV_DONE);
+}
+
+/*
+ * DISCONNECT, a WebSocket close, TLS close_notify, and the connection is
+ * gone. Returns false when sending failed (counted, and handled as any
+ * failure).
+ */
+static bool hs__goodbye(struct hs_device *d)
 {
     if (hs__amqp(d)) {
         hs__drop(d, true); /* detach; the last device closes the connection */
-        hs__set_state(d, HS_DEV_DONE);
-        return;
+        return true;
     }
     uint8_t *pkt = d->w->wbuf + HS_HEADROOM;
     size_t n = hs_mqtt_empty_encode(pkt, 2, HS_MQTT_DISCONNECT);
     if (!hs__send_packet(d, HS_WS_BINARY, pkt, n))
-        return; /* failed, counted, and on its way to DONE */
+        return false;
     if (d->ws != NULL) {
         pkt[0] = 0x03; /* 1000: normal closure */
         pkt[1] = 0xE8;
         if (!hs__send_packet(d, HS_WS_CLOSE, pkt, 2))
-            return;
+            return false;
     }
     hs__drop(d, true);
-    hs__set_state(d, HS_DEV_DONE);
+    return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* Token renewal                                                       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A token was just made for CONNECT: when hubsim generates tokens (and no
+ * fixed --sas-expiry holds), plan its renewal at a random point between 75
+ * and 85 % of its lifetime, so that a fleet connected at once renews over a
+ * spread of time and well before IoT Hub would drop the connection.
+ */
+static void hs__renew_plan(struct hs_device *d, uint64_t now_s)
+{
+    const struct hs_config *cfg = d->w->run->cfg;
+    d->renew_at = 0;
+    if (cfg->auth == HS_AUTH_NONE || cfg->auth == HS_AUTH_TOKEN ||
+        cfg->sas_expiry)
+        return;
+    uint64_t ttl_ms = cfg->sas_ttl_s * 1000;
+    uint64_t permille = 750 + hs_rand(&d->w->rng) % 101;
+    d->renew_at = d->w->loop.now + ttl_ms * permille / 1000;
+    hs_log_debug("device %s: token expires at se=%llu, renewal in %llu ms",
+                 d->id, (unsigned long long)(now_s + cfg->sas_ttl_s),
+                 (unsigned long long)(ttl_ms * permille / 1000));
+}
+
+/*
+ * Time to renew (IoT Hub renews MQTT credentials by reconnecting): stop
+ * publishing, wait briefly for the PUBACKs in flight so that nothing is
+ * cut off, then reconnect at once.
+ */
+static void hs__renew(struct hs_device *d)
+{
+    const struct hs_config *cfg = d->w->run->cfg;
+    d->renewing = true;
+    d->renew_at = 0;
+    d->blocked = false;
+    hg_timer_stop(&d->w->loop, &d->timer);
+    if (d->ninflight == 0) {
+        hs__renew_now(d);
+        return;
+    }
+    hs__set_state(d, HS_DEV_DRAIN);
+    hg_timer_start(&d->w->loop, &d->timer,
+                   cfg->ack_timeout_ms < HS_RENEW_DRAIN_MS ? cfg->ack_timeout_ms
+                                                           : HS_RENEW_DRAIN_MS);
+    hs__ka_arm(d);
+}
+
+/* DISCONNECT and connect again with a fresh token, or stop if the run is. */
+static void hs__renew_now(struct hs_device *d)
+{
+    if (!hs__goodbye(d))
+        return;
+    if (atomic_load(&d->w->run->phase) != HS_PHASE_RUN) {
+        hs__set_state(d, HS_DEV_DONE);
+        return;
+    }
+    hs__set_state(d, HS_DEV_IDLE);
+    hs__connect(d);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1039,12 +1209,12 @@ static void hs__fail(struct hs_device *d, enum hs_err kind, const char *fmt,
     va_end(ap);
     hs_stats_error(&d->w->stats, kind, d->id, "%s", text);
     hs__drop(d, false);
-    hs__after_drop(d);
+    hs__after_drop(d, true);
 }
 
 /*
  * Closes the connection, if any, and forgets its state. Messages still in
- * flight are counted lost.
+ * flight are kept to send again, or with --resend-unacked 0 counted lost.
  */
 static void hs__drop(struct hs_device *d, bool graceful)
 {
@@ -1070,27 +1240,33 @@ static void hs__drop(struct hs_device *d, bool graceful)
     hs_buf_free(&d->in);
     free(d->ws);
     d->ws = NULL;
-    hs_stat_add(&d->w->stats.lost, d->ninflight);
-    d->ninflight = 0;
+    if (!d->w->run->cfg->resend || hs__amqp(d))
+        hs__inflight_lost(d);
     d->blocked = d->ping_out = d->want_out = false;
 }
 
-/* After a failure: back off and try again, give up, or stop. */
-static void hs__after_drop(struct hs_device *d)
+/*
+ * After a failure, or a storm's drop (failed false, which does not count
+ * toward --max-attempts): back off and try again, give up, or stop.
+ */
+static void hs__after_drop(struct hs_device *d, bool failed)
 {
     const struct hs_config *cfg = d->w->run->cfg;
-    bool all_sent = cfg->messages && d->sent >= cfg->messages;
+    bool all_sent =
+        cfg->messages && d->sent >= cfg->messages && d->ninflight == 0;
+    d->renewing = false; /* the next CONNACK is a reconnect */
     if (atomic_load(&d->w->run->phase) != HS_PHASE_RUN || all_sent) {
         hs__set_state(d, HS_DEV_DONE);
         return;
     }
-    d->failures++;
-    if (cfg->max_attempts && d->failures >= cfg->max_attempts) {
+    d->failures += failed;
+    if (failed && cfg->max_attempts && d->failures >= cfg->max_attempts) {
         hs_stat_add(&d->w->stats.gave_up, 1);
         hs__set_state(d, HS_DEV_DONE);
         return;
     }
-    unsigned shift = d->failures - 1 < 30 ? d->failures - 1 : 30;
+    unsigned shift = d->failures > 1 ? d->failures - 1 : 0;
+    shift = shift < 30 ? shift : 30;
     uint64_t cap = cfg->backoff_base_ms << shift;
     if (cap > cfg->backoff_max_ms || cap >> shift != cfg->backoff_base_ms)
         cap = cfg->backoff_max_ms;
@@ -1151,5 +1327,5 @@ void hs_device_amqp_lost(struct hs_device *d)
     if (d->state == HS_DEV_DONE)
         return;
     hs__drop(d, false);
-    hs__after_drop(d);
+    hs__after_drop(d, true);
 }

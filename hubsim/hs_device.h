@@ -18,9 +18,12 @@
  * checks the certificate for it; WS is the HTTP upgrade for mqtt-ws; MQTT
  * waits for CONNACK; SUB for the C2D SUBACK. RUN publishes on a fixed-rate
  * schedule with up to --inflight QoS 1 messages unacknowledged; DRAIN waits
- * for the last PUBACKs once nothing is left to send. Messages in flight
- * when a connection ends are counted lost, never sent again, so what the
- * hub received and what was acknowledged can be compared exactly.
+ * for the last PUBACKs once nothing is left to send. QoS 1 messages in
+ * flight when a connection ends are sent again, with DUP set, once the
+ * device is connected again (at least once, like the Azure IoT SDKs), or
+ * with --resend-unacked 0 counted lost. A generated SAS token is renewed
+ * before it expires by draining, DISCONNECT and connecting again; a storm
+ * (--storm-at) drops every connection at once without DISCONNECT.
  */
 #ifndef HS_DEVICE_H
 #define HS_DEVICE_H
@@ -54,8 +57,11 @@ enum hs_dev_state {
     HS_DEV_DONE,  /* finished for good */
 };
 
+/* A QoS 1 message not yet acknowledged. */
 struct hs_inflight {
     uint64_t sent_us;
+    uint8_t *pkt; /* its PUBLISH, to send again (--resend-unacked), or NULL */
+    uint32_t len;
     uint16_t id;
 };
 
@@ -77,6 +83,8 @@ struct hs_device {
     bool blocked;      /* a publish is due but --inflight are unacknowledged */
     bool ping_out;     /* a PINGREQ waits for its PINGRESP */
     bool want_out;     /* TLS needs the socket writable */
+    bool renewing;     /* reconnecting for a fresh token */
+    bool storm_hit;    /* a storm dropped the connection; not up since */
     uint32_t failures; /* in a row, since the last CONNACK */
     uint64_t t_start_us; /* this connection attempt began */
     uint64_t t_tcp_us;   /* its TCP connect finished */
@@ -84,6 +92,7 @@ struct hs_device {
     uint64_t next_due;   /* loop ms of the next publish; 0: not yet planned */
     uint64_t last_send;  /* loop ms */
     uint64_t ping_sent;  /* loop ms */
+    uint64_t renew_at;   /* loop ms to renew the token at; 0: never */
     uint32_t interval_idx;
     uint16_t next_id;
     uint16_t sub_id;
@@ -105,6 +114,13 @@ void hs_device_start(struct hs_device *d);
 
 /* The run moved to DRAIN or STOP. */
 void hs_device_phase(struct hs_device *d, enum hs_phase phase);
+
+/*
+ * A storm: the device's connection, in whatever phase, closes without
+ * DISCONNECT, as in a network failure, and the device reconnects after the
+ * usual back-off. Returns true when there was a connection to drop.
+ */
+bool hs_device_storm(struct hs_device *d);
 
 /*
  * The MQTT password for device_id under cfg: a SAS token expiring at

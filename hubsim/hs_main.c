@@ -6,6 +6,7 @@
  * then reports and sets the exit status from the thresholds.
  */
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 
 #include "hs_device.h"
 #include "hs_log.h"
+#include "hs_metrics.h"
 #include "hs_opts.h"
 #include "hs_report.h"
 #include "hs_tls.h"
@@ -34,9 +36,12 @@ extern char **environ;
 static int hs__print_tokens(const struct hs_config *cfg);
 static int hs__run(const struct hs_config *cfg);
 static int hs__target(const struct hs_config *cfg, struct hs_run *run);
+static int hs__load_certs(const struct hs_config *cfg, struct hs_run *run);
+static void hs__free_certs(const struct hs_config *cfg, struct hs_run *run);
 static void hs__raise_nofile(const struct hs_config *cfg);
 static int hs__start_workers(struct hs_run *run, struct hs_worker *workers,
-                             unsigned n, unsigned *ready);
+                             unsigned n, unsigned *ready,
+                             struct hs_metrics **metrics);
 static void hs__supervise(struct hs_run *run, struct hs_worker *workers,
                           unsigned n, struct hs_report *report, uint64_t t0);
 static void hs__signal(struct hs_run *run, int sig, int count,
@@ -44,6 +49,7 @@ static void hs__signal(struct hs_run *run, int sig, int count,
 static void hs__set_phase(struct hs_run *run, enum hs_phase phase,
                           uint64_t *drain_deadline);
 static bool hs__all_done(struct hs_worker *workers, unsigned n);
+static void hs__linger(const struct hs_config *cfg);
 
 int main(int argc, char **argv)
 {
@@ -93,19 +99,25 @@ static int hs__run(const struct hs_config *cfg)
         hs_log_error("%s", err);
         return HS_EXIT_START;
     }
+    if (hs__load_certs(cfg, &run) < 0) {
+        SSL_CTX_free(run.tls);
+        return HS_EXIT_START;
+    }
     if (gethostname(run.machine_name, sizeof(run.machine_name) - 1) < 0)
         snprintf(run.machine_name, sizeof(run.machine_name), "hubsim");
     unsigned n = cfg->threads, ready = 0;
     struct hs_worker *workers = calloc(n, sizeof(*workers));
     struct hs_stats **stats = calloc(n, sizeof(*stats));
     struct hs_report *report = NULL;
+    struct hs_metrics *metrics = NULL;
     if (workers == NULL || stats == NULL)
         goto free_workers;
     for (unsigned i = 0; i < n; i++)
         stats[i] = &workers[i].stats;
     uint64_t t0 = hg_now_ms();
     report = hs_report_new(cfg, stats, n, t0, target);
-    if (report == NULL || hs__start_workers(&run, workers, n, &ready) < 0)
+    if (report == NULL ||
+        hs__start_workers(&run, workers, n, &ready, &metrics) < 0)
         goto free_workers;
     hs_log_info("%u devices, %s to %s at %s, %u threads", cfg->ndevices,
                 hs_protocol_name(cfg->protocol), cfg->hub, target, n);
@@ -113,24 +125,78 @@ static int hs__run(const struct hs_config *cfg)
     for (unsigned i = 0; i < n; i++)
         pthread_join(workers[i].thread, NULL);
     status = hs_report_finish(report, hg_now_ms());
+    if (metrics != NULL)
+        hs__linger(cfg);
 free_workers:
+    hs_metrics_stop(metrics);
     for (unsigned i = 0; i < ready; i++)
         hs_worker_deinit(&workers[i]);
     hs_report_free(report);
     free(stats);
     free(workers);
+    hs__free_certs(cfg, &run);
     SSL_CTX_free(run.tls);
     return status;
 }
 
 /*
- * Initialises every worker, then starts the threads with SIGINT and
- * SIGTERM blocked (they inherit the mask; only the main thread takes
- * them). *ready counts the workers initialised, to deinit. Returns 0, or
- * -1 after logging; threads already started are stopped and joined.
+ * X.509 devices: --cert/--key goes into the shared context once;
+ * --cert-dir loads DIR/{id}.pem and DIR/{id}.key for every device, each
+ * parsed once and kept for its reconnects. Returns 0, or -1 after logging.
+ */
+static int hs__load_certs(const struct hs_config *cfg, struct hs_run *run)
+{
+    char err[512], cert[PATH_MAX], key[PATH_MAX];
+    if (cfg->cert != NULL) {
+        struct hs_tls_id id;
+        int rc =
+            hs_tls_id_load(&id, cfg->cert, cfg->cert_key, err, sizeof(err));
+        if (rc == 0)
+            rc = hs_tls_ctx_use_id(run->tls, &id, err, sizeof(err));
+        hs_tls_id_free(&id); /* the context holds its own references */
+        if (rc < 0)
+            hs_log_error("--cert: %s", err);
+        return rc;
+    }
+    if (cfg->cert_dir == NULL)
+        return 0;
+    run->ids = calloc(cfg->ndevices, sizeof(*run->ids));
+    if (run->ids == NULL) {
+        hs_log_error("no memory for %u certificates", cfg->ndevices);
+        return -1;
+    }
+    for (uint32_t i = 0; i < cfg->ndevices; i++) {
+        snprintf(cert, sizeof(cert), "%s/%s.pem", cfg->cert_dir,
+                 cfg->device_ids[i]);
+        snprintf(key, sizeof(key), "%s/%s.key", cfg->cert_dir,
+                 cfg->device_ids[i]);
+        if (hs_tls_id_load(&run->ids[i], cert, key, err, sizeof(err)) < 0) {
+            hs_log_error("--cert-dir: device %s: %s", cfg->device_ids[i], err);
+            hs__free_certs(cfg, run);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void hs__free_certs(const struct hs_config *cfg, struct hs_run *run)
+{
+    for (uint32_t i = 0; run->ids != NULL && i < cfg->ndevices; i++)
+        hs_tls_id_free(&run->ids[i]);
+    free(run->ids);
+    run->ids = NULL;
+}
+
+/*
+ * Initialises every worker, starts --metrics-listen over their stats into
+ * *metrics, then starts the threads with SIGINT and SIGTERM blocked (they
+ * inherit the mask; only the main thread takes them). *ready counts the
+ * workers initialised, to deinit. Returns 0, or -1 after logging; threads
+ * already started are stopped and joined.
  */
 static int hs__start_workers(struct hs_run *run, struct hs_worker *workers,
-                             unsigned n, unsigned *ready)
+                             unsigned n, unsigned *ready,
+                             struct hs_metrics **metrics)
 {
     sigset_t set;
     sigemptyset(&set);
@@ -142,6 +208,17 @@ static int hs__start_workers(struct hs_run *run, struct hs_worker *workers,
         *ready = i + 1;
         if (rc < 0) {
             hs_log_error("cannot set up worker %u: %s", i, strerror(-rc));
+            return -1;
+        }
+    }
+    if (run->cfg->have_metrics_listen) {
+        struct hs_stats *stats[HS_MAX_THREADS];
+        const char *why = NULL;
+        for (unsigned i = 0; i < n; i++)
+            stats[i] = &workers[i].stats;
+        *metrics = hs_metrics_start(run->cfg, stats, n, &why);
+        if (*metrics == NULL) {
+            hs_log_error("--metrics-listen: %s", why);
             return -1;
         }
     }
@@ -271,4 +348,29 @@ static bool hs__all_done(struct hs_worker *workers, unsigned n)
         if (!atomic_load(&workers[i].done))
             return false;
     return true;
+}
+
+/*
+ * --metrics-linger: the run is over and reported; keep /metrics up with
+ * the final figures for a last scrape, until the time is up or a signal
+ * comes (still blocked in this thread, as during the run).
+ */
+static void hs__linger(const struct hs_config *cfg)
+{
+    if (cfg->metrics_linger_ms == 0)
+        return;
+    hs_log_info("serving the final metrics for up to %llu ms (a signal "
+                "ends it)",
+                (unsigned long long)cfg->metrics_linger_ms);
+    uint64_t end = hg_now_ms() + cfg->metrics_linger_ms;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    for (uint64_t now = hg_now_ms(); now < end; now = hg_now_ms()) {
+        uint64_t wait = end - now < 500 ? end - now : 500;
+        struct timespec ts = {0, (long)wait * 1000000};
+        if (sigtimedwait(&set, NULL, &ts) > 0)
+            return;
+    }
 }

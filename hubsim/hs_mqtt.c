@@ -216,7 +216,7 @@ size_t hs_mqtt_publish_encode(uint8_t *out, size_t cap,
     if (size == 0 || size > cap)
         return size;
     uint8_t first = (uint8_t)(HS_MQTT_PUBLISH << 4 | p->qos << 1);
-    first |= (p->dup ? 0x08 : 0) | (p->retain ? 0x01 : 0);
+    first |= (p->dup ? HS_MQTT_DUP : 0) | (p->retain ? 0x01 : 0);
     uint8_t *w = hs__put_header(out, first, rem);
     w = hs__put_str(w, p->topic);
     if (p->qos)
@@ -494,7 +494,7 @@ static const char *hs__publish(struct hs_mqtt_publish *m, uint8_t flags,
                                struct hs__cur *c)
 {
     m->qos = (flags >> 1) & 3;
-    m->dup = (flags & 0x08) != 0;
+    m->dup = (flags & HS_MQTT_DUP) != 0;
     m->retain = (flags & 0x01) != 0;
     if (!hs__str(c, &m->topic))
         return "topic name cut short";

@@ -74,6 +74,8 @@ struct hs_mqtt_connack {
     uint8_t code; /* enum hs_mqtt_connack_code */
 };
 
+#define HS_MQTT_DUP 0x08 /* in a PUBLISH's first byte: sent before */
+
 struct hs_mqtt_publish {
     struct hs_mqtt_str topic;
     const uint8_t *payload;

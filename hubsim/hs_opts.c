@@ -25,6 +25,9 @@ enum hs__id {
     O_SAS_TOKEN,
     O_SAS_TTL,
     O_SAS_EXPIRY,
+    O_CERT,
+    O_KEY,
+    O_CERT_DIR,
     O_PROTOCOL,
     O_CONNECT_TO,
     O_CAFILE,
@@ -47,6 +50,11 @@ enum hs__id {
     O_TEMPLATE,
     O_PAYLOAD_SIZE,
     O_PROPERTIES,
+    O_VARIABLES,
+    O_HEADER,
+    O_PAYLOAD_DIST,
+    O_PAYLOADS,
+    O_FILE,
     O_RAMP,
     O_INFLIGHT,
     O_KEEPALIVE,
@@ -58,8 +66,13 @@ enum hs__id {
     O_MAX_ATTEMPTS,
     O_CLEAN_SESSION,
     O_C2D,
+    O_RESEND,
+    O_STORM_AT,
     O_THREADS,
     O_REPORT_JSON,
+    O_REPORT_HTML,
+    O_METRICS_LISTEN,
+    O_METRICS_LINGER,
     O_QUIET,
     O_LOG_LEVEL,
     O_MAX_P99,
@@ -77,10 +90,20 @@ struct hs__opt {
     bool has_arg;
 };
 
-/* Where each setting's text came from. */
+/*
+ * Where each setting's text came from: a flag, the File (which wins over
+ * the environment, as in the simulator) or the environment. A File value
+ * that is an array or object is in node instead of value.
+ */
 struct hs__settings {
     const char *value[O_N];
     bool from_flag[O_N];
+    bool from_file[O_N];
+    const struct hs_json *node[O_N];
+    const struct hs_json *dev_intervals; /* the File's Intervals object */
+    char **envp;
+    struct hs_json *file; /* the File's tree, freed at the end */
+    char *file_text;
 };
 
 static const struct hs__opt hs__opts[O_N] = {
@@ -93,6 +116,9 @@ static const struct hs__opt hs__opts[O_N] = {
     [O_SAS_TOKEN] = {"sas-token", NULL, true},
     [O_SAS_TTL] = {"sas-ttl", NULL, true},
     [O_SAS_EXPIRY] = {"sas-expiry", NULL, true},
+    [O_CERT] = {"cert", NULL, true},
+    [O_KEY] = {"key", NULL, true},
+    [O_CERT_DIR] = {"cert-dir", NULL, true},
     [O_PROTOCOL] = {"protocol", NULL, true},
     [O_CONNECT_TO] = {"connect-to", NULL, true},
     [O_CAFILE] = {"cafile", NULL, true},
@@ -115,6 +141,11 @@ static const struct hs__opt hs__opts[O_N] = {
     [O_TEMPLATE] = {"template", "Template", true},
     [O_PAYLOAD_SIZE] = {"payload-size", NULL, true},
     [O_PROPERTIES] = {"properties", NULL, true},
+    [O_VARIABLES] = {"variables", "Variables", true},
+    [O_HEADER] = {"header", "Header", true},
+    [O_PAYLOAD_DIST] = {"payload-distribution", "PayloadDistribution", true},
+    [O_PAYLOADS] = {NULL, "Payloads", true},
+    [O_FILE] = {"file", "File", true},
     [O_RAMP] = {"ramp", NULL, true},
     [O_INFLIGHT] = {"inflight", NULL, true},
     [O_KEEPALIVE] = {"keepalive", NULL, true},
@@ -126,8 +157,13 @@ static const struct hs__opt hs__opts[O_N] = {
     [O_MAX_ATTEMPTS] = {"max-attempts", NULL, true},
     [O_CLEAN_SESSION] = {"clean-session", NULL, true},
     [O_C2D] = {"c2d", NULL, false},
+    [O_RESEND] = {"resend-unacked", NULL, true},
+    [O_STORM_AT] = {"storm-at", NULL, true},
     [O_THREADS] = {"threads", NULL, true},
     [O_REPORT_JSON] = {"report-json", NULL, true},
+    [O_REPORT_HTML] = {"report-html", NULL, true},
+    [O_METRICS_LISTEN] = {"metrics-listen", NULL, true},
+    [O_METRICS_LINGER] = {"metrics-linger", NULL, true},
     [O_QUIET] = {"quiet", NULL, false},
     [O_LOG_LEVEL] = {"log-level", NULL, true},
     [O_MAX_P99] = {"max-p99", NULL, true},
@@ -140,11 +176,6 @@ static const struct hs__opt hs__opts[O_N] = {
 
 /* The simulator's settings that hubsim reads but does not act on yet. */
 static const char *const hs__env_later[] = {
-    "Header",
-    "Variables",
-    "PayloadDistribution",
-    "File",
-    "Payloads",
     "DuplicateEvery",
     "FixPayload",
     "FixPayloadSize",
@@ -195,9 +226,13 @@ static const char hs__usage[] =
     "  --policy-key KEY         hub policy key (with --policy-name, default\n"
     "                           \"device\"); tokens carry skn\n"
     "  --sas-token TOKEN        a ready-made token for every device\n"
-    "  --sas-ttl DURATION       token lifetime (1h)\n"
+    "  --sas-ttl DURATION       token lifetime (1h); devices reconnect with\n"
+    "                           a fresh token at 75-85 % of it\n"
     "  --sas-expiry SECONDS     fixed expiry, seconds since 1970\n"
     "  --print-token            print each device's token and exit\n"
+    "  --cert FILE --key FILE   X.509 client certificate (PEM) for every\n"
+    "                           device, instead of a token\n"
+    "  --cert-dir DIR           per device: DIR/{deviceId}.pem and .key\n"
     "\n"
     "Devices:\n"
     "  --devices N              how many [DeviceCount] (1)\n"
@@ -216,6 +251,14 @@ static const char hs__usage[] =
     "                           ... [Template]\n"
     "  --payload-size BYTES     fixed zero-filled payload instead\n"
     "  --properties BAG         property bag after the topic (a=1&b=2)\n"
+    "  --variables JSON         custom variables for templates [Variables]\n"
+    "  --header TEMPLATE        JSON object of message properties, sent\n"
+    "                           in the topic's property bag [Header]\n"
+    "  --payload-distribution S mix of payloads by percent, e.g.\n"
+    "                           \"fixSize(10,12) template(90,default)\"\n"
+    "                           [PayloadDistribution]\n"
+    "  --file PATH              JSON file of settings, with Payloads and\n"
+    "                           per-device Intervals [File]\n"
     "  --ramp N                 connections started per second, 0 = all at\n"
     "                           once (100)\n"
     "  --inflight N             unacknowledged QoS 1 messages per device (16)\n"
@@ -229,10 +272,19 @@ static const char hs__usage[] =
     "                           (0 = never)\n"
     "  --clean-session 0|1      (1)\n"
     "  --c2d                    subscribe to cloud-to-device messages, count\n"
+    "  --resend-unacked 0|1     re-send QoS 1 messages in flight on a\n"
+    "                           dropped connection after reconnecting (1)\n"
+    "  --storm-at D[,D...]      at these times into the run every device\n"
+    "                           drops its connection at once and reconnects\n"
     "  --threads N              event loops (one per core)\n"
     "\n"
     "Output and exit status:\n"
     "  --report-json FILE       write the final report as JSON\n"
+    "  --report-html FILE       write it as one self-contained HTML page\n"
+    "                           with charts over time\n"
+    "  --metrics-listen IP:PORT serve /metrics (Prometheus) while running\n"
+    "  --metrics-linger D       keep serving the final figures this long\n"
+    "                           after the run, or until a signal (0)\n"
     "  --quiet                  no live line\n"
     "  --log-level L            error, warn, info (default), debug\n"
     "  --max-p99 MS             fail when PUBACK p99 is above MS\n"
@@ -245,7 +297,24 @@ static const char hs__usage[] =
 
 static enum hs_opts_rc hs__read_env(struct hs__settings *s, char **envp);
 static void hs__env_entry(struct hs__settings *s, const char *entry);
-static void hs__env_unknown(const char *name);
+static void hs__env_warn(const struct hs__settings *s);
+static bool hs__not_ours(const struct hs__settings *s, const char *name,
+                         const char *where);
+static void hs__env_unknown(const char *name, const char *where);
+static int hs__file_read(struct hs__settings *s);
+static int hs__file_member(struct hs__settings *s, const char *key,
+                           const struct hs_json *v);
+static int hs__fin_payload(struct hs_config *cfg, const struct hs__settings *s);
+static int hs__variables(struct hs_config *cfg, const struct hs__settings *s);
+static int hs__payloads(struct hs_config *cfg, const struct hs__settings *s,
+                        const char *tpl);
+static int hs__payload_item(struct hs_config *cfg, const struct hs_json *it,
+                            char *why, size_t cap);
+static char *hs__flatten(const struct hs_json *v);
+static const char *hs__lookup(void *arg, const char *name);
+static int hs__dev_intervals(struct hs_config *cfg,
+                             const struct hs__settings *s);
+static int hs__interval_list(const struct hs_json *v, struct hs_intervals *iv);
 static enum hs_opts_rc hs__read_argv(struct hs__settings *s, int argc,
                                      char **argv);
 static int hs__find_flag(const char *name, size_t len);
@@ -257,6 +326,8 @@ static int hs__fin_connstr(struct hs_config *cfg, const struct hs__settings *s,
                            bool explicit_ids, bool have_cred);
 static int hs__fin_credentials(struct hs_config *cfg,
                                const struct hs__settings *s);
+static int hs__fin_x509(struct hs_config *cfg, const struct hs__settings *s);
+static int hs__storms(struct hs_config *cfg, const struct hs__settings *s);
 static int hs__fin_transport(struct hs_config *cfg,
                              const struct hs__settings *s);
 static int hs__fin_devices(struct hs_config *cfg, const struct hs__settings *s);
@@ -264,6 +335,7 @@ static int hs__fin_amqp(struct hs_config *cfg, const struct hs__settings *s);
 static int hs__fin_load(struct hs_config *cfg, const struct hs__settings *s);
 static int hs__fin_timing(struct hs_config *cfg, const struct hs__settings *s);
 static int hs__fin_output(struct hs_config *cfg, const struct hs__settings *s);
+static int hs__fin_metrics(struct hs_config *cfg, const struct hs__settings *s);
 static int hs__bad(const struct hs__settings *s, enum hs__id id,
                    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static const char *hs__name(const struct hs__settings *s, enum hs__id id);
@@ -297,26 +369,31 @@ static int hs__ip(const char *text, uint16_t port, struct sockaddr_storage *ss,
 enum hs_opts_rc hs_opts_parse(struct hs_config *cfg, int argc, char **argv,
                               char **envp)
 {
-    struct hs__settings s = {0};
+    struct hs__settings s = {.envp = envp};
     memset(cfg, 0, sizeof(*cfg));
+    hs_payload_init(&cfg->payload);
     if (hs__read_env(&s, envp) != HS_OPTS_RUN)
         return HS_OPTS_ERROR;
     enum hs_opts_rc rc = hs__read_argv(&s, argc, argv);
-    if (rc != HS_OPTS_RUN)
-        return rc;
-    if (s.value[O_HELP] != NULL) {
+    if (rc == HS_OPTS_RUN && s.value[O_HELP] != NULL) {
         fputs(hs__usage, stdout);
-        return HS_OPTS_EXIT;
-    }
-    if (s.value[O_VERSION] != NULL) {
+        rc = HS_OPTS_EXIT;
+    } else if (rc == HS_OPTS_RUN && s.value[O_VERSION] != NULL) {
         printf("hubsim %s\n", HG_VERSION);
-        return HS_OPTS_EXIT;
+        rc = HS_OPTS_EXIT;
     }
-    if (hs__finish(cfg, &s) < 0) {
+    if (rc == HS_OPTS_RUN && s.value[O_FILE] != NULL && hs__file_read(&s) < 0)
+        rc = HS_OPTS_ERROR;
+    if (rc == HS_OPTS_RUN) {
+        hs__env_warn(&s);
+        if (hs__finish(cfg, &s) < 0)
+            rc = HS_OPTS_ERROR;
+    }
+    hs_json_free(s.file);
+    free(s.file_text);
+    if (rc != HS_OPTS_RUN)
         hs_config_free(cfg);
-        return HS_OPTS_ERROR;
-    }
-    return HS_OPTS_RUN;
+    return rc;
 }
 
 void hs_config_free(struct hs_config *cfg)
@@ -330,14 +407,34 @@ void hs_config_free(struct hs_config *cfg)
     free(cfg->binds);
     free(cfg->policy);
     free(cfg->token);
+    free(cfg->cert);
+    free(cfg->cert_key);
+    free(cfg->cert_dir);
+    free(cfg->storm_at);
     for (uint32_t i = 0; i < cfg->ndevices; i++)
         free(cfg->device_ids[i]);
     free(cfg->device_ids);
     free(cfg->intervals);
+    for (uint32_t i = 0; cfg->dev_intervals && i < cfg->ndevices; i++)
+        free(cfg->dev_intervals[i].ms);
+    free(cfg->dev_intervals);
+    hs_payload_free(&cfg->payload);
     hs_template_free(&cfg->template);
     free(cfg->properties);
     free(cfg->report_json);
+    free(cfg->report_html);
     memset(cfg, 0, sizeof(*cfg));
+}
+
+uint32_t hs_config_interval(const struct hs_config *cfg, uint32_t device,
+                            uint64_t k)
+{
+    if (cfg->dev_intervals != NULL && device < cfg->ndevices &&
+        cfg->dev_intervals[device].n > 0) {
+        const struct hs_intervals *iv = &cfg->dev_intervals[device];
+        return iv->ms[k % iv->n];
+    }
+    return cfg->intervals[k % cfg->nintervals];
 }
 
 const char *hs_protocol_name(enum hs_protocol p)
@@ -405,7 +502,7 @@ static enum hs_opts_rc hs__read_env(struct hs__settings *s, char **envp)
     return HS_OPTS_RUN;
 }
 
-/* One "NAME=value": a setting, a setting for later, a typo, or not ours. */
+/* One "NAME=value": a setting, or something hs__env_warn() looks at. */
 static void hs__env_entry(struct hs__settings *s, const char *entry)
 {
     const char *eq = strchr(entry, '=');
@@ -424,20 +521,55 @@ static void hs__env_entry(struct hs__settings *s, const char *entry)
             s->value[id] = eq + 1; /* an empty value counts as unset */
         return;
     }
+}
+
+/*
+ * Once flags and the File are in: warns about environment names that are
+ * settings hubsim does not implement, or look like misspelt settings.
+ */
+static void hs__env_warn(const struct hs__settings *s)
+{
+    for (char **e = s->envp; e != NULL && *e != NULL; e++) {
+        const char *eq = strchr(*e, '=');
+        char name[128];
+        size_t len = eq ? (size_t)(eq - *e) : 0;
+        if (len == 0 || len >= sizeof(name))
+            continue;
+        memcpy(name, *e, len);
+        name[len] = '\0';
+        hs__not_ours(s, name, "environment");
+    }
+}
+
+/*
+ * True (after a warning where due) when name is no setting: one hubsim
+ * does not implement yet, a typo, or a name foreign to the simulator. A
+ * template named by PayloadDistribution counts as a setting.
+ */
+static bool hs__not_ours(const struct hs__settings *s, const char *name,
+                         const char *where)
+{
+    for (int id = 0; id < O_N; id++)
+        if (hs__opts[id].env != NULL && strcasecmp(name, hs__opts[id].env) == 0)
+            return false;
+    const char *dist = s->value[O_PAYLOAD_DIST];
+    if (dist != NULL && hs_payload_dist_names(dist, name))
+        return false;
     for (size_t i = 0; i < sizeof(hs__env_later) / sizeof(char *); i++) {
         if (strcasecmp(name, hs__env_later[i]) == 0) {
             fprintf(stderr,
-                    "hubsim: warning: %s (environment) is not supported by "
-                    "hubsim yet; ignored\n",
-                    name);
-            return;
+                    "hubsim: warning: %s (%s) is not supported by hubsim "
+                    "yet; ignored\n",
+                    name, where);
+            return true;
         }
     }
-    hs__env_unknown(name);
+    hs__env_unknown(name, where);
+    return true;
 }
 
 /* Warns about a name that looks meant for the simulator. */
-static void hs__env_unknown(const char *name)
+static void hs__env_unknown(const char *name, const char *where)
 {
     const char *known[O_N + sizeof(hs__env_later) / sizeof(char *)];
     size_t n = 0;
@@ -464,9 +596,9 @@ static void hs__env_unknown(const char *name)
         }
     }
     fprintf(stderr,
-            "hubsim: warning: unknown setting %s in the environment; did you "
-            "mean %s?\n",
-            name, near);
+            "hubsim: warning: unknown setting %s in the %s; did you mean "
+            "%s?\n",
+            name, where, near);
 }
 
 static enum hs_opts_rc hs__read_argv(struct hs__settings *s, int argc,
@@ -539,6 +671,7 @@ static int hs__finish(struct hs_config *cfg, const struct hs__settings *s)
 {
     if (hs__fin_devices(cfg, s) < 0 || hs__fin_identity(cfg, s) < 0 ||
         hs__fin_transport(cfg, s) < 0 || hs__fin_load(cfg, s) < 0 ||
+        hs__fin_payload(cfg, s) < 0 || hs__dev_intervals(cfg, s) < 0 ||
         hs__fin_timing(cfg, s) < 0 || hs__fin_output(cfg, s) < 0)
         return -1;
     return 0;
@@ -557,10 +690,18 @@ static int hs__bad(const struct hs__settings *s, enum hs__id id,
     return -1;
 }
 
-/* "--devices" when the value came from a flag, "DeviceCount" otherwise. */
+/*
+ * "--devices" when the value came from a flag, "DeviceCount" from the
+ * environment, "DeviceCount (in FILE)" from the File.
+ */
 static const char *hs__name(const struct hs__settings *s, enum hs__id id)
 {
-    static __thread char buf[64];
+    static __thread char buf[300];
+    if (s->from_file[id]) {
+        snprintf(buf, sizeof(buf), "%s (in %s)", hs__opts[id].env,
+                 s->value[O_FILE]);
+        return buf;
+    }
     if (!s->from_flag[id] && hs__opts[id].env != NULL)
         return hs__opts[id].env;
     snprintf(buf, sizeof(buf), "--%s", hs__opts[id].flag);
@@ -656,11 +797,13 @@ static int hs__fin_identity(struct hs_config *cfg, const struct hs__settings *s)
 {
     if (s->value[O_HUB] != NULL)
         cfg->hub = strdup(s->value[O_HUB]);
-    if (hs__fin_credentials(cfg, s) < 0)
+    if (hs__fin_credentials(cfg, s) < 0 || hs__fin_x509(cfg, s) < 0)
         return -1;
     bool explicit_ids = s->value[O_DEVICES] || s->value[O_DEVICE_LIST];
     if (s->value[O_CONNSTR] != NULL &&
-        hs__fin_connstr(cfg, s, explicit_ids, cfg->auth != HS_AUTH_NONE) < 0)
+        hs__fin_connstr(cfg, s, explicit_ids,
+                        cfg->auth != HS_AUTH_NONE || cfg->cert ||
+                            cfg->cert_dir) < 0)
         return -1;
     if (cfg->hub == NULL) {
         fprintf(stderr, "hubsim: no hub name: give --hub or a connection "
@@ -715,6 +858,36 @@ static int hs__fin_credentials(struct hs_config *cfg,
     return 0;
 }
 
+/*
+ * X.509 devices: --cert with --key, or --cert-dir. They authenticate with
+ * the certificate alone, so no token credential goes with them. The files
+ * are loaded (and checked) when the run starts.
+ */
+static int hs__fin_x509(struct hs_config *cfg, const struct hs__settings *s)
+{
+    if (!s->value[O_CERT] != !s->value[O_KEY])
+        return hs__bad(s, s->value[O_CERT] ? O_CERT : O_KEY,
+                       "--cert and --key go together");
+    if (s->value[O_CERT] && s->value[O_CERT_DIR])
+        return hs__bad(s, O_CERT_DIR, "give either --cert/--key or it");
+    if (!s->value[O_CERT] && !s->value[O_CERT_DIR])
+        return 0;
+    if (cfg->auth != HS_AUTH_NONE)
+        return hs__bad(s, s->value[O_CERT] ? O_CERT : O_CERT_DIR,
+                       "X.509 devices use no key or token");
+    const enum hs__id files[] = {O_CERT, O_KEY, O_CERT_DIR};
+    char **dst[] = {&cfg->cert, &cfg->cert_key, &cfg->cert_dir};
+    for (size_t i = 0; i < 3; i++) {
+        if (s->value[files[i]] == NULL)
+            continue;
+        if (access(s->value[files[i]], R_OK) != 0)
+            return hs__bad(s, files[i], "%s: %s", s->value[files[i]],
+                           strerror(errno));
+        *dst[i] = strdup(s->value[files[i]]);
+    }
+    return 0;
+}
+
 static int hs__key(const struct hs__settings *s, enum hs__id id,
                    struct hs_config *cfg)
 {
@@ -741,7 +914,8 @@ static int hs__fin_connstr(struct hs_config *cfg, const struct hs__settings *s,
     if (cfg->hub == NULL)
         cfg->hub = strdup(cs.host_name);
     if (cs.x509 && !have_cred)
-        rc = hs__bad(s, O_CONNSTR, "X.509 devices are not supported yet");
+        rc = hs__bad(s, O_CONNSTR,
+                     "x509=true: give --cert and --key, or --cert-dir");
     else if (hs_connstr_kind(&cs) == HS_CONNSTR_DEVICE && explicit_ids)
         rc = hs__bad(s, O_CONNSTR,
                      "a device connection string names one device; use a hub "
@@ -940,8 +1114,13 @@ static int hs__fin_amqp(struct hs_config *cfg, const struct hs__settings *s)
     bool amqp = cfg->protocol >= HS_PROTO_AMQP;
     if (amqp && s->value[O_C2D])
         return hs__bad(s, O_C2D, "not supported over AMQP yet");
-    if (amqp && s->value[O_PROPERTIES])
-        return hs__bad(s, O_PROPERTIES, "not supported over AMQP yet");
+    /* Not over AMQP yet: properties, per-device certificates (devices
+     * share a TLS connection) and storms. */
+    static const enum hs__id not_amqp[] = {O_PROPERTIES, O_HEADER, O_CERT_DIR,
+                                           O_STORM_AT};
+    for (size_t i = 0; amqp && i < sizeof(not_amqp) / sizeof(*not_amqp); i++)
+        if (s->value[not_amqp[i]])
+            return hs__bad(s, not_amqp[i], "not supported over AMQP yet");
     if (amqp && cfg->amqp_auth == HS_AMQP_CBS && cfg->auth == HS_AUTH_NONE)
         return hs__bad(s, O_AMQP_AUTH,
                        "cbs needs a key, token or connection string");
@@ -1063,6 +1242,39 @@ static int hs__fin_load(struct hs_config *cfg, const struct hs__settings *s)
     if (s->value[O_CLEAN_SESSION])
         cfg->clean_session = v == 1;
     cfg->c2d = s->value[O_C2D] != NULL;
+    cfg->resend = true;
+    if (s->value[O_RESEND] && hs__uint(s, O_RESEND, 0, 1, &v) < 0)
+        return -1;
+    if (s->value[O_RESEND])
+        cfg->resend = v == 1;
+    return s->value[O_STORM_AT] ? hs__storms(cfg, s) : 0;
+}
+
+/* --storm-at: durations into the run, split on ',', in rising order. */
+static int hs__storms(struct hs_config *cfg, const struct hs__settings *s)
+{
+    const char *p = s->value[O_STORM_AT];
+    size_t n = 1;
+    for (const char *c = p; *c; c++)
+        n += *c == ',';
+    cfg->storm_at = calloc(n, sizeof(*cfg->storm_at));
+    if (cfg->storm_at == NULL)
+        return hs__bad(s, O_STORM_AT, "out of memory");
+    while (cfg->nstorms < n) {
+        char item[64];
+        size_t len = strcspn(p, ",");
+        const char *why = NULL;
+        uint64_t ms = 0;
+        snprintf(item, sizeof(item), "%.*s", (int)len, p);
+        if (len == 0 || len >= sizeof(item) ||
+            hs__parse_duration(item, 1000, &ms, &why) < 0)
+            return hs__bad(s, O_STORM_AT, "%s: %s", item,
+                           why ? why : "not a duration");
+        if (ms == 0 || (cfg->nstorms && ms <= cfg->storm_at[cfg->nstorms - 1]))
+            return hs__bad(s, O_STORM_AT, "%s: times must rise, above 0", item);
+        cfg->storm_at[cfg->nstorms++] = ms;
+        p += len + (p[len] ? 1 : 0);
+    }
     return 0;
 }
 
@@ -1121,6 +1333,10 @@ static int hs__fin_output(struct hs_config *cfg, const struct hs__settings *s)
         cfg->threads = cfg->ndevices;
     if (s->value[O_REPORT_JSON])
         cfg->report_json = strdup(s->value[O_REPORT_JSON]);
+    if (s->value[O_REPORT_HTML])
+        cfg->report_html = strdup(s->value[O_REPORT_HTML]);
+    if (hs__fin_metrics(cfg, s) < 0)
+        return -1;
     cfg->quiet = s->value[O_QUIET] != NULL;
     cfg->print_token = s->value[O_PRINT_TOKEN] != NULL;
     if (s->value[O_LOG_LEVEL]) {
@@ -1140,5 +1356,475 @@ static int hs__fin_output(struct hs_config *cfg, const struct hs__settings *s)
             return -1;
         cfg->max_errors = (int64_t)v;
     }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The File, variables, payloads and per-device intervals              */
+/* ------------------------------------------------------------------ */
+
+/* A growing text; oom set when memory ran out. */
+struct hs__sb {
+    char *buf;
+    size_t len, cap;
+    bool oom;
+};
+
+static void hs__sb_put(struct hs__sb *b, const char *text, size_t n);
+static void hs__sb_str(struct hs__sb *b, const char *text);
+static void hs__flat(struct hs__sb *b, const struct hs_json *v, char *path,
+                     size_t plen);
+static const char *hs__scalar(const struct hs_json *v);
+
+#define HS_FILE_MAX (4 * 1024 * 1024)
+
+/*
+ * Reads the File: a JSON object of the same settings as the environment
+ * (names in any case, comments and trailing commas allowed as in .NET
+ * settings files). Its values win over the environment's, and flags over
+ * both.
+ */
+static int hs__file_read(struct hs__settings *s)
+{
+    const char *path = s->value[O_FILE];
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return hs__bad(s, O_FILE, "%s: %s", path, strerror(errno));
+    s->file_text = malloc(HS_FILE_MAX + 1);
+    size_t n = s->file_text ? fread(s->file_text, 1, HS_FILE_MAX + 1, f) : 0;
+    int failed = ferror(f);
+    fclose(f);
+    if (s->file_text == NULL || failed)
+        return hs__bad(s, O_FILE, "%s: cannot read it", path);
+    if (n > HS_FILE_MAX)
+        return hs__bad(s, O_FILE, "%s: larger than 4 MiB", path);
+    struct hs_json_error je;
+    if (hs_json_parse(s->file_text, n, HS_JSON_COMMENTS | HS_JSON_TRAILING,
+                      &s->file, &je) < 0)
+        return hs__bad(s, O_FILE, "%s:%u:%u: %s", path, je.line, je.col,
+                       je.why);
+    if (s->file->type != HS_JSON_OBJECT)
+        return hs__bad(s, O_FILE, "%s: must hold a JSON object of settings",
+                       path);
+    for (size_t i = 0; i < s->file->n; i++)
+        if (hs__file_member(s, s->file->keys[i], &s->file->items[i]) < 0)
+            return -1;
+    char where[300];
+    snprintf(where, sizeof(where), "file %s", path);
+    for (size_t i = 0; i < s->file->n; i++)
+        if (strcasecmp(s->file->keys[i], "Logging") != 0)
+            hs__not_ours(s, s->file->keys[i], where);
+    return 0;
+}
+
+/* One member of the File: a setting's value, unless a flag gave it. */
+static int hs__file_member(struct hs__settings *s, const char *key,
+                           const struct hs_json *v)
+{
+    int id = 0;
+    while (id < O_N &&
+           (hs__opts[id].env == NULL || strcasecmp(key, hs__opts[id].env)))
+        id++;
+    if (id == O_N || id == O_FILE || s->from_flag[id] ||
+        v->type == HS_JSON_NULL)
+        return 0;
+    if (id == O_INTERVALS && v->type == HS_JSON_OBJECT) {
+        s->dev_intervals = v;
+        return 0;
+    }
+    s->from_file[id] = true;
+    s->node[id] = NULL;
+    s->value[id] = hs__scalar(v);
+    if (s->value[id] != NULL)
+        return 0;
+    if (id == O_VARIABLES || id == O_PAYLOADS ||
+        (id == O_HEADER && v->type == HS_JSON_OBJECT)) {
+        s->node[id] = v;
+        return 0;
+    }
+    return hs__bad(s, (enum hs__id)id, "must be a string or a number, not %s",
+                   hs_json_type_name(v));
+}
+
+/* A scalar's text, as .NET settings read it; NULL for arrays and objects. */
+static const char *hs__scalar(const struct hs_json *v)
+{
+    if (v->type == HS_JSON_TRUE || v->type == HS_JSON_FALSE)
+        return v->type == HS_JSON_TRUE ? "true" : "false";
+    if (v->type == HS_JSON_NULL)
+        return "";
+    return v->str;
+}
+
+/* A setting named by PayloadDistribution's template(PCT, NAME). */
+static const char *hs__lookup(void *arg, const char *name)
+{
+    const struct hs__settings *s = arg;
+    const struct hs_json *v = hs_json_get(s->file, name);
+    if (v != NULL && v->type == HS_JSON_STRING)
+        return v->str;
+    size_t len = strlen(name);
+    for (char **e = s->envp; e != NULL && *e != NULL; e++)
+        if (strncasecmp(*e, name, len) == 0 && (*e)[len] == '=')
+            return *e + len + 1;
+    return NULL;
+}
+
+/*
+ * What messages carry: --payload-size, a PayloadDistribution, the File's
+ * Payloads or the template; the variables; the Header; the fixed bag.
+ */
+static int hs__fin_payload(struct hs_config *cfg, const struct hs__settings *s)
+{
+    struct hs_payload *p = &cfg->payload;
+    char err[512];
+    if (hs__variables(cfg, s) < 0)
+        return -1;
+    const char *tpl =
+        s->value[O_TEMPLATE] ? s->value[O_TEMPLATE] : HS_TEMPLATE_DEFAULT;
+    const char *dist = s->value[O_PAYLOAD_DIST];
+    bool payloads = s->node[O_PAYLOADS] || s->value[O_PAYLOADS];
+    int rc = 0;
+    if (s->value[O_PAYLOAD_SIZE] && s->from_flag[O_PAYLOAD_DIST])
+        return hs__bad(s, O_PAYLOAD_DIST, "give it or --payload-size");
+    if (s->value[O_PAYLOAD_SIZE]) {
+        if (dist || payloads)
+            fprintf(stderr, "hubsim: warning: --payload-size replaces "
+                            "PayloadDistribution and Payloads\n");
+        rc = hs_payload_add_fix(p, 100, NULL, cfg->payload_size, NULL);
+    } else if (dist && (s->from_flag[O_PAYLOAD_DIST] || !payloads)) {
+        if (payloads)
+            fprintf(stderr, "hubsim: warning: Payloads ignored: "
+                            "--payload-distribution given\n");
+        if (hs_payload_dist_parse(p, dist, tpl, hs__lookup, (void *)s, err,
+                                  sizeof(err)) < 0)
+            return hs__bad(s, O_PAYLOAD_DIST, "%s", err);
+    } else if (payloads) {
+        if (dist)
+            fprintf(stderr, "hubsim: warning: PayloadDistribution ignored: "
+                            "Payloads given\n");
+        if (hs__payloads(cfg, s, tpl) < 0)
+            return -1;
+    } else {
+        rc = hs_payload_add_template(p, 100, tpl, NULL);
+    }
+    char *header = NULL;
+    if (rc == 0 && s->node[O_HEADER]) {
+        size_t n = hs_json_write(s->node[O_HEADER], NULL, 0);
+        header = malloc(n + 1);
+        if (header)
+            hs_json_write(s->node[O_HEADER], header, n + 1);
+    }
+    const char *htext = header ? header : s->value[O_HEADER];
+    if (rc == 0 && htext && htext[0])
+        rc = hs_payload_set_header(p, htext);
+    free(header);
+    if (rc == 0 && cfg->properties && strlen(cfg->properties) > 1024)
+        return hs__bad(s, O_PROPERTIES, "longer than 1024 bytes");
+    if (rc == 0 && cfg->properties)
+        rc = (p->properties = strdup(cfg->properties)) ? 0 : -1;
+    if (rc < 0)
+        return hs__bad(s, O_TEMPLATE, "out of memory");
+    if (hs_payload_finish(p, cfg->device_ids, cfg->ndevices, err, sizeof(err)) <
+        0)
+        return hs__bad(s, payloads ? O_PAYLOADS : O_PAYLOAD_DIST, "%s", err);
+    uint64_t rng = 0x2545F4914F6CDD1Dull;
+    struct hs_template_ctx ctx = {
+        .device_id = cfg->device_ids[0], .machine_name = "hubsim", .rng = &rng};
+    clock_gettime(CLOCK_REALTIME, &ctx.now);
+    if (hs_payload_check_header(p, &ctx, err, sizeof(err)) < 0)
+        return hs__bad(s, O_HEADER, "%s", err);
+    return 0;
+}
+
+/* Variables: a JSON array from a flag or the environment, or the File's. */
+static int hs__variables(struct hs_config *cfg, const struct hs__settings *s)
+{
+    const struct hs_json *arr = s->node[O_VARIABLES];
+    struct hs_json *parsed = NULL;
+    const char *text = s->value[O_VARIABLES];
+    if (arr == NULL && text != NULL) {
+        struct hs_json_error je;
+        if (hs_json_parse(text, strlen(text), HS_JSON_BARE_KEYS, &parsed, &je) <
+            0)
+            return hs__bad(s, O_VARIABLES, "not JSON: %s at line %u, column %u",
+                           je.why, je.line, je.col);
+        arr = parsed;
+    }
+    /* Without Variables the simulator has one: Counter, from 1 by 1. */
+    static const char dflt[] = "[{\"name\": \"Counter\"}]";
+    struct hs_json_error je;
+    if (arr == NULL &&
+        hs_json_parse(dflt, sizeof(dflt) - 1, 0, &parsed, &je) < 0)
+        return hs__bad(s, O_VARIABLES, "out of memory");
+    if (arr == NULL)
+        arr = parsed;
+    char what[320], err[512];
+    snprintf(what, sizeof(what), "%s", hs__name(s, O_VARIABLES));
+    int rc = hs_vars_parse(&cfg->payload.vars, arr, what, err, sizeof(err));
+    hs_json_free(parsed);
+    if (rc < 0)
+        fprintf(stderr, "hubsim: %s\n", err);
+    return rc;
+}
+
+/* The File's Payloads (or JSON text in the environment). */
+static int hs__payloads(struct hs_config *cfg, const struct hs__settings *s,
+                        const char *tpl)
+{
+    const struct hs_json *arr = s->node[O_PAYLOADS];
+    struct hs_json *parsed = NULL;
+    if (arr == NULL) {
+        struct hs_json_error je;
+        const char *text = s->value[O_PAYLOADS];
+        if (hs_json_parse(text, strlen(text), HS_JSON_BARE_KEYS, &parsed, &je) <
+            0)
+            return hs__bad(s, O_PAYLOADS, "not JSON: %s at line %u, column %u",
+                           je.why, je.line, je.col);
+        arr = parsed;
+    }
+    int rc = 0;
+    if (arr->type != HS_JSON_ARRAY || arr->n == 0)
+        rc = hs__bad(s, O_PAYLOADS, "must be a non-empty array");
+    for (size_t i = 0; rc == 0 && i < arr->n; i++) {
+        char why[256];
+        rc = hs__payload_item(cfg, &arr->items[i], why, sizeof(why));
+        if (rc < 0)
+            hs__bad(s, O_PAYLOADS, "item %zu (line %u, column %u): %s", i + 1,
+                    arr->items[i].line, arr->items[i].col, why);
+    }
+    /* Devices without a payload of their own send the template. */
+    if (rc == 0 && cfg->payload.total == 0 &&
+        hs_payload_add_template(&cfg->payload, 100, tpl, NULL) < 0)
+        rc = hs__bad(s, O_PAYLOADS, "out of memory");
+    hs_json_free(parsed);
+    return rc < 0 ? -1 : 0;
+}
+
+/*
+ * One of Payloads: {"type": "template"|"fix", "deviceId", "distribution"
+ * (1..100, 100), "template" | "value": text or an object}. An object is
+ * sent flattened to string members, nested names joined with ':', as the
+ * simulator's settings reader does. Returns 0, or -1 with why.
+ */
+static int hs__payload_item(struct hs_config *cfg, const struct hs_json *it,
+                            char *why, size_t cap)
+{
+    static const char *const keys[] = {"type", "deviceId", "distribution",
+                                       "template", "value"};
+    if (it->type != HS_JSON_OBJECT) {
+        snprintf(why, cap, "is %s, not an object", hs_json_type_name(it));
+        return -1;
+    }
+    for (size_t k = 0; k < it->n; k++) {
+        size_t j = 0;
+        while (j < 5 && strcasecmp(it->keys[k], keys[j]) != 0)
+            j++;
+        const char *near = j < 5 ? NULL : hs_opts_suggest(it->keys[k], keys, 5);
+        if (j == 5)
+            fprintf(stderr,
+                    "hubsim: warning: Payloads: unknown key %s ignored%s%s%s\n",
+                    it->keys[k], near ? " (did you mean " : "",
+                    near ? near : "", near ? "?)" : "");
+    }
+    const struct hs_json *type = hs_json_get(it, "type");
+    const struct hs_json *dev = hs_json_get(it, "deviceId");
+    const struct hs_json *dist = hs_json_get(it, "distribution");
+    int64_t pct = 100;
+    bool is_tpl = type && type->type == HS_JSON_STRING &&
+                  strcasecmp(type->str, "template") == 0;
+    bool is_fix = type && type->type == HS_JSON_STRING &&
+                  strcasecmp(type->str, "fix") == 0;
+    const struct hs_json *body = hs_json_get(it, is_tpl ? "template" : "value");
+    if (!is_tpl && !is_fix) {
+        snprintf(why, cap, "\"type\" must be \"template\" or \"fix\"");
+        return -1;
+    }
+    if (dev && (dev->type != HS_JSON_STRING || dev->len == 0)) {
+        snprintf(why, cap, "\"deviceId\" must be a device id");
+        return -1;
+    }
+    if (dist && (!hs_json_int(dist, &pct) || pct < 1 || pct > 100)) {
+        snprintf(why, cap, "\"distribution\" must be 1 to 100");
+        return -1;
+    }
+    if (body == NULL ||
+        (body->type != HS_JSON_STRING && body->type != HS_JSON_OBJECT)) {
+        snprintf(why, cap, "\"%s\" must be a string or an object",
+                 is_tpl ? "template" : "value");
+        return -1;
+    }
+    char *flat = body->type == HS_JSON_OBJECT ? hs__flatten(body) : NULL;
+    const char *text = flat ? flat : body->str;
+    int rc = -1;
+    if (text && is_tpl)
+        rc = hs_payload_add_template(&cfg->payload, (unsigned)pct, text,
+                                     dev ? dev->str : NULL);
+    else if (text)
+        rc = hs_payload_add_fix(&cfg->payload, (unsigned)pct,
+                                (const uint8_t *)text, strlen(text),
+                                dev ? dev->str : NULL);
+    free(flat);
+    if (rc < 0)
+        snprintf(why, cap, "out of memory");
+    return rc;
+}
+
+/* An object as {"a":"1","b:c":"2"}: a new string, or NULL. */
+static char *hs__flatten(const struct hs_json *v)
+{
+    struct hs__sb b = {0};
+    char path[1024];
+    hs__sb_put(&b, "{", 1);
+    hs__flat(&b, v, path, 0);
+    hs__sb_put(&b, "}", 2); /* with the NUL */
+    if (b.oom) {
+        free(b.buf);
+        return NULL;
+    }
+    return b.buf;
+}
+
+static void hs__flat(struct hs__sb *b, const struct hs_json *v, char *path,
+                     size_t plen)
+{
+    if (v->type != HS_JSON_OBJECT && v->type != HS_JSON_ARRAY) {
+        if (b->len > 1)
+            hs__sb_put(b, ",", 1);
+        path[plen] = '\0';
+        hs__sb_str(b, path);
+        hs__sb_put(b, ":", 1);
+        hs__sb_str(b, hs__scalar(v));
+        return;
+    }
+    for (size_t i = 0; i < v->n; i++) {
+        char index[24];
+        const char *key = v->keys ? v->keys[i] : index;
+        snprintf(index, sizeof(index), "%zu", i);
+        int n =
+            snprintf(path + plen, 1024 - plen, "%s%s", plen ? ":" : "", key);
+        size_t next = plen + (size_t)n < 1023 ? plen + (size_t)n : 1023;
+        hs__flat(b, &v->items[i], path, next);
+    }
+}
+
+static void hs__sb_put(struct hs__sb *b, const char *text, size_t n)
+{
+    if (b->len + n > b->cap) {
+        size_t cap = (b->len + n) * 2 + 64;
+        char *buf = realloc(b->buf, cap);
+        if (buf == NULL) {
+            b->oom = true;
+            return;
+        }
+        b->buf = buf;
+        b->cap = cap;
+    }
+    memcpy(b->buf + b->len, text, n);
+    b->len += n;
+}
+
+/* text as a JSON string. */
+static void hs__sb_str(struct hs__sb *b, const char *text)
+{
+    struct hs_json tmp = {
+        .type = HS_JSON_STRING, .str = (char *)text, .len = strlen(text)};
+    size_t n = hs_json_write(&tmp, NULL, 0);
+    char *buf = malloc(n + 1);
+    if (buf == NULL) {
+        b->oom = true;
+        return;
+    }
+    hs_json_write(&tmp, buf, n + 1);
+    hs__sb_put(b, buf, n);
+    free(buf);
+}
+
+/*
+ * The File's "Intervals": {"sim000001": 10000, "sim000002": [100, 200]}.
+ * A device listed there uses its own list instead of the run's.
+ */
+static int hs__dev_intervals(struct hs_config *cfg,
+                             const struct hs__settings *s)
+{
+    const struct hs_json *obj = s->dev_intervals;
+    if (obj == NULL)
+        return 0;
+    cfg->dev_intervals = calloc(cfg->ndevices, sizeof(*cfg->dev_intervals));
+    if (cfg->dev_intervals == NULL)
+        return hs__bad(s, O_INTERVALS, "out of memory");
+    for (size_t i = 0; i < obj->n; i++) {
+        uint32_t d = 0;
+        while (d < cfg->ndevices && strcmp(cfg->device_ids[d], obj->keys[i]))
+            d++;
+        if (d == cfg->ndevices) {
+            fprintf(stderr,
+                    "hubsim: warning: Intervals (in %s): %s is not one of this "
+                    "run's devices; ignored\n",
+                    s->value[O_FILE], obj->keys[i]);
+            continue;
+        }
+        if (hs__interval_list(&obj->items[i], &cfg->dev_intervals[d]) < 0)
+            return hs__bad(s, O_FILE,
+                           "Intervals: %s (line %u, column %u): give "
+                           "milliseconds (1 to 86400000) as a number, an "
+                           "array of numbers or a list \"100,200\"",
+                           obj->keys[i], obj->items[i].line, obj->items[i].col);
+    }
+    return 0;
+}
+
+/* A number, an array of numbers or a "100,200" list into iv. */
+static int hs__interval_list(const struct hs_json *v, struct hs_intervals *iv)
+{
+    size_t n = v->type == HS_JSON_ARRAY    ? v->n
+               : v->type == HS_JSON_STRING ? v->len / 2 + 1
+                                           : 1;
+    iv->ms = calloc(n ? n : 1, sizeof(*iv->ms));
+    if (iv->ms == NULL || n == 0)
+        return -1;
+    char *copy = v->type == HS_JSON_STRING ? strdup(v->str) : NULL, *save;
+    char *tok = copy ? strtok_r(copy, ",;", &save) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        const struct hs_json *x = v->type == HS_JSON_ARRAY ? &v->items[i] : v;
+        int64_t ms = 0;
+        uint64_t u = 0;
+        const char *why;
+        if (copy != NULL) {
+            if (tok == NULL)
+                break;
+            while (*tok == ' ')
+                tok++;
+            if (hs__parse_duration(tok, 1, &u, &why) < 0)
+                u = 0;
+            ms = (int64_t)u;
+            tok = strtok_r(NULL, ",;", &save);
+        } else if (!hs_json_int(x, &ms)) {
+            ms = 0;
+        }
+        if (ms < 1 || ms > 86400000) {
+            free(copy);
+            return -1;
+        }
+        iv->ms[iv->n++] = (uint32_t)ms;
+    }
+    free(copy);
+    return iv->n > 0 ? 0 : -1;
+}
+
+static int hs__fin_metrics(struct hs_config *cfg, const struct hs__settings *s)
+{
+    const char *why = NULL;
+    if (s->value[O_METRICS_LISTEN]) {
+        if (hg_bind_parse(s->value[O_METRICS_LISTEN], &cfg->metrics_listen,
+                          &cfg->metrics_listen_len, &why) < 0)
+            return hs__bad(s, O_METRICS_LISTEN, "%s", why);
+        cfg->have_metrics_listen = true;
+    }
+    if (s->value[O_METRICS_LINGER] &&
+        hs__duration(s, O_METRICS_LINGER, 1000, &cfg->metrics_linger_ms) < 0)
+        return -1;
+    if (cfg->metrics_linger_ms && !cfg->have_metrics_listen)
+        return hs__bad(s, O_METRICS_LINGER, "needs --metrics-listen");
     return 0;
 }

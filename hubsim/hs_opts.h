@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "hs_payload.h"
 #include "hs_sas.h"
 #include "hs_template.h"
 
@@ -22,6 +23,12 @@
 #define HS_PAYLOAD_MAX   (256 * 1024) /* IoT Hub's largest message */
 #define HS_DEVICE_ID_MAX 128
 #define HS_MAX_THREADS   64
+
+/* One device's own interval list (the File's "Intervals" by device id). */
+struct hs_intervals {
+    uint32_t *ms; /* NULL: the run's list */
+    size_t n;
+};
 
 enum hs_protocol {
     HS_PROTO_MQTT,    /* MQTT 3.1.1 over TLS, 8883 */
@@ -73,18 +80,23 @@ struct hs_config {
     uint64_t sas_expiry; /* fixed expiry (seconds since 1970); 0: now + ttl */
     char **device_ids;
     uint32_t ndevices;
+    char *cert;     /* X.509: one certificate (PEM) for every device */
+    char *cert_key; /* its private key */
+    char *cert_dir; /* or DIR/{deviceId}.pem and .key, per device */
 
     /* How much. */
     uint64_t messages; /* per device; 0: no limit */
     uint64_t duration_ms;
     uint32_t *intervals; /* ms, used in turn */
     size_t nintervals;
+    struct hs_intervals *dev_intervals; /* per device, or NULL for none */
     uint8_t qos;
     struct hs_template template;
-    size_t payload_size; /* > 0: that many zero bytes instead */
-    char *properties;    /* property bag appended to the topic */
-    double ramp;         /* connections started per second; 0: at once */
-    uint32_t inflight;   /* unacknowledged QoS 1 messages per device */
+    size_t payload_size;       /* > 0: that many zero bytes instead */
+    char *properties;          /* property bag appended to the topic */
+    struct hs_payload payload; /* what each message carries, and its bag */
+    double ramp;               /* connections started per second; 0: at once */
+    uint32_t inflight;         /* unacknowledged QoS 1 messages per device */
     uint32_t keepalive_s;
     uint64_t connect_timeout_ms;
     uint64_t ack_timeout_ms;
@@ -94,10 +106,18 @@ struct hs_config {
     uint32_t max_attempts; /* consecutive failures before giving up; 0: never */
     bool clean_session;
     bool c2d;
+    bool resend;        /* re-send QoS 1 messages of a dropped connection */
+    uint64_t *storm_at; /* ms into the run, ascending */
+    size_t nstorms;
     unsigned threads;
 
     /* Output and verdict. */
     char *report_json;
+    char *report_html;
+    bool have_metrics_listen; /* serve /metrics on metrics_listen */
+    struct sockaddr_storage metrics_listen;
+    socklen_t metrics_listen_len;
+    uint64_t metrics_linger_ms; /* keep serving after the end */
     bool quiet;
     bool print_token;
     double max_p99_ms;  /* < 0: no threshold */
@@ -120,6 +140,10 @@ enum hs_opts_rc hs_opts_parse(struct hs_config *cfg, int argc, char **argv,
                               char **envp);
 
 void hs_config_free(struct hs_config *cfg);
+
+/* Device's (place in the fleet) interval before its message k + 1, ms. */
+uint32_t hs_config_interval(const struct hs_config *cfg, uint32_t device,
+                            uint64_t k);
 
 /* The protocol's name ("mqtt", "mqtt-ws"). */
 const char *hs_protocol_name(enum hs_protocol p);

@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hs_html.h"
+#include "hs_json.h"
 #include "hs_log.h"
 #include "hs_mqtt.h"
 
@@ -19,6 +21,7 @@ struct hs_second {
     uint32_t t; /* seconds since the start */
     uint64_t connected, connecting;
     uint64_t sent, acked, connects, reconnects, errors; /* in that second */
+    uint64_t errors_by_kind[HS_ERR_N];
     uint64_t p50_us, p99_us, p999_us;
 };
 
@@ -63,9 +66,11 @@ static void hs__summary_latency(FILE *out, const char *name,
                                 const struct hg_hist *h);
 static void hs__summary_errors(struct hs_report *r, FILE *out);
 static void hs__thresholds(struct hs_report *r);
-static int hs__json(struct hs_report *r, const char *path);
+static int hs__save(struct hs_report *r, const char *path, bool html);
 static void hs__json_str(FILE *f, const char *s);
 static void hs__json_config(struct hs_report *r, FILE *f);
+static void hs__json_limit(FILE *f, const char *name, double v,
+                           const char *end);
 static void hs__json_counts(struct hs_report *r, FILE *f);
 static void hs__json_latency(FILE *f, const char *name, const struct hg_hist *h,
                              bool last);
@@ -158,6 +163,8 @@ void hs_report_tick(struct hs_report *r, uint64_t now_ms)
         .p99_us = hg_hist_quantile(&r->window, 0.99),
         .p999_us = hg_hist_quantile(&r->window, 0.999),
     };
+    for (int k = 0; k < HS_ERR_N; k++)
+        s->errors_by_kind[k] = cur.errors[k] - r->prev.errors[k];
     if (!r->cfg->quiet)
         hs__live(r, s, &cur);
     r->prev = cur;
@@ -182,10 +189,10 @@ static void hs__live(struct hs_report *r, const struct hs_second *s,
         hs__errors_text(snap, errs, sizeof(errs));
     n = hs__add(line, sizeof(line), n,
                 "  connects/s %" PRIu64 "  reconnects %" PRIu64
-                "  errors %" PRIu64 "%s%s%s%s",
-                s->connects, snap->reconnects, snap->errors_total,
-                errs[0] ? " (" : "", errs, errs[0] ? ")" : "",
-                r->tty ? "\033[K" : "\n");
+                "  renewals %" PRIu64 "  errors %" PRIu64 "%s%s%s%s",
+                s->connects, snap->reconnects, snap->renewals,
+                snap->errors_total, errs[0] ? " (" : "", errs,
+                errs[0] ? ")" : "", r->tty ? "\033[K" : "\n");
     ssize_t rc = write(STDERR_FILENO, line, n);
     (void)rc;
     r->line_open = r->tty;
@@ -262,7 +269,9 @@ int hs_report_finish(struct hs_report *r, uint64_t now_ms)
     hs__summary(r, stdout);
     fflush(stdout);
     int rc = r->nfailed ? 1 : 0;
-    if (r->cfg->report_json && hs__json(r, r->cfg->report_json) < 0)
+    if (r->cfg->report_json && hs__save(r, r->cfg->report_json, false) < 0)
+        rc = 3;
+    if (r->cfg->report_html && hs__save(r, r->cfg->report_html, true) < 0)
         rc = 3;
     return rc;
 }
@@ -307,14 +316,19 @@ static void hs__summary(struct hs_report *r, FILE *out)
             cfg->qos, (double)(r->t_end - r->t0) / 1000.0);
     fprintf(out,
             "  connections   attempts %" PRIu64 "  accepted %" PRIu64
-            "  reconnects %" PRIu64 "  most at once %" PRIu64
-            "  gave up %" PRIu64 "\n",
-            t->attempts, t->connects, t->reconnects, r->connected_max,
-            t->gave_up);
+            "  reconnects %" PRIu64 "  renewals %" PRIu64
+            "  most at once %" PRIu64 "  gave up %" PRIu64 "\n",
+            t->attempts, t->connects, t->reconnects, t->renewals,
+            r->connected_max, t->gave_up);
+    if (cfg->nstorms)
+        fprintf(out,
+                "  storms        %" PRIu64 "  connections dropped %" PRIu64
+                "  reconnected %" PRIu64 "\n",
+                t->storms, t->storm_drops, t->storm_reconnects);
     fprintf(out,
             "  messages      sent %" PRIu64 "  acknowledged %" PRIu64
-            "  lost %" PRIu64 "  behind schedule %" PRIu64,
-            t->sent, t->acked, t->lost, t->overrun);
+            "  lost %" PRIu64 "  re-sent %" PRIu64 "  behind schedule %" PRIu64,
+            t->sent, t->acked, t->lost, t->resent, t->overrun);
     if (cfg->c2d)
         fprintf(out, "  cloud-to-device %" PRIu64, t->c2d);
     fprintf(out, "\n  rate          %.1f %s messages/s over the run\n\n",
@@ -372,16 +386,35 @@ static const char *hs__sample(struct hs_report *r, int kind, char *buf,
 /* JSON                                                                */
 /* ------------------------------------------------------------------ */
 
-static int hs__json(struct hs_report *r, const char *path)
+/* Writes the JSON or HTML report to path.tmp, then renames it to path. */
+static int hs__save(struct hs_report *r, const char *path, bool html)
 {
+    const char *what = html ? "HTML" : "JSON";
     char tmp[4096];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (f == NULL) {
-        hs_log_error("cannot write the JSON report %s: %s", tmp,
+        hs_log_error("cannot write the %s report %s: %s", what, tmp,
                      strerror(errno));
         return -1;
     }
+    if (html)
+        hs_html_write(f, r->cfg, r);
+    else
+        hs_report_json(r, f);
+    bool ok = !ferror(f);
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) < 0) {
+        hs_log_error("cannot write the %s report %s: %s", what, path,
+                     strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+void hs_report_json(struct hs_report *r, FILE *f)
+{
     fprintf(f, "{\n  \"hubsim_version\": ");
     hs__json_str(f, HG_VERSION);
     fprintf(f, ",\n  \"started\": ");
@@ -398,29 +431,12 @@ static int hs__json(struct hs_report *r, const char *path)
     hs__json_errors(r, f);
     hs__json_timeline(r, f);
     fprintf(f, "}\n");
-    bool ok = !ferror(f);
-    ok &= fclose(f) == 0;
-    if (!ok || rename(tmp, path) < 0) {
-        hs_log_error("cannot write the JSON report %s: %s", path,
-                     strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
 }
 
+/* Strings go through the escape the HTML report's script block needs. */
 static void hs__json_str(FILE *f, const char *s)
 {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(f, "\\u%04x", *p);
-        else
-            fputc(*p, f);
-    }
-    fputc('"', f);
+    hs_json_str(f, s);
 }
 
 static void hs__json_config(struct hs_report *r, FILE *f)
@@ -444,9 +460,28 @@ static void hs__json_config(struct hs_report *r, FILE *f)
     fprintf(f,
             "],\n    \"duration_s\": %.3f,\n    \"qos\": %u,\n"
             "    \"ramp_per_s\": %g,\n    \"inflight\": %u,\n"
-            "    \"keepalive_s\": %u,\n    \"threads\": %u\n  },\n",
+            "    \"keepalive_s\": %u,\n    \"threads\": %u,\n",
             cfg->duration_ms / 1000.0, cfg->qos, cfg->ramp, cfg->inflight,
             cfg->keepalive_s, cfg->threads);
+    if (cfg->payload_size)
+        fprintf(f, "    \"payload_size\": %zu,\n", cfg->payload_size);
+    else if (cfg->template.text) {
+        fprintf(f, "    \"template\": ");
+        hs__json_str(f, cfg->template.text);
+        fprintf(f, ",\n");
+    }
+    hs__json_limit(f, "max_errors", (double)cfg->max_errors, ",");
+    hs__json_limit(f, "max_p99_ms", cfg->max_p99_ms, ",");
+    hs__json_limit(f, "min_rate", cfg->min_rate, "\n  },");
+}
+
+/* A threshold's setting: its value, or null when not given (< 0). */
+static void hs__json_limit(FILE *f, const char *name, double v, const char *end)
+{
+    if (v < 0)
+        fprintf(f, "    \"%s\": null%s\n", name, end);
+    else
+        fprintf(f, "    \"%s\": %.15g%s\n", name, v, end);
 }
 
 static void hs__json_counts(struct hs_report *r, FILE *f)
@@ -455,15 +490,20 @@ static void hs__json_counts(struct hs_report *r, FILE *f)
     fprintf(f,
             "  \"connections\": {\"attempts\": %" PRIu64
             ", \"accepted\": %" PRIu64 ", \"reconnects\": %" PRIu64
-            ", \"most_at_once\": %" PRIu64 ", \"gave_up\": %" PRIu64
-            ", \"open_at_end\": %" PRIu64 "},\n",
-            t->attempts, t->connects, t->reconnects, r->connected_max,
-            t->gave_up, t->connected);
+            ", \"renewals\": %" PRIu64 ", \"most_at_once\": %" PRIu64
+            ", \"gave_up\": %" PRIu64 ", \"open_at_end\": %" PRIu64
+            ", \"storms\": %" PRIu64 ", \"storm_drops\": %" PRIu64
+            ", \"storm_reconnects\": %" PRIu64 "},\n",
+            t->attempts, t->connects, t->reconnects, t->renewals,
+            r->connected_max, t->gave_up, t->connected, t->storms,
+            t->storm_drops, t->storm_reconnects);
     fprintf(f,
             "  \"messages\": {\"sent\": %" PRIu64 ", \"acked\": %" PRIu64
-            ", \"lost\": %" PRIu64 ", \"behind_schedule\": %" PRIu64
-            ", \"c2d\": %" PRIu64 ", \"rate_per_s\": %.3f},\n",
-            t->sent, t->acked, t->lost, t->overrun, t->c2d, hs__rate(r));
+            ", \"lost\": %" PRIu64 ", \"resent\": %" PRIu64
+            ", \"behind_schedule\": %" PRIu64 ", \"c2d\": %" PRIu64
+            ", \"rate_per_s\": %.3f},\n",
+            t->sent, t->acked, t->lost, t->resent, t->overrun, t->c2d,
+            hs__rate(r));
 }
 
 static void hs__json_latency(FILE *f, const char *name, const struct hg_hist *h,
@@ -526,10 +566,19 @@ static void hs__json_timeline(struct hs_report *r, FILE *f)
                 ", \"acked\": %" PRIu64 ", \"connects\": %" PRIu64
                 ", \"reconnects\": %" PRIu64 ", \"errors\": %" PRIu64
                 ", \"puback_p50_ms\": %.3f, \"puback_p99_ms\": %.3f, "
-                "\"puback_p999_ms\": %.3f}",
+                "\"puback_p999_ms\": %.3f, \"errors_by_kind\": {",
                 i ? "," : "", s->t, s->connected, s->connecting, s->sent,
                 s->acked, s->connects, s->reconnects, s->errors,
                 s->p50_us / 1000.0, s->p99_us / 1000.0, s->p999_us / 1000.0);
+        const char *sep = "";
+        for (int k = 0; k < HS_ERR_N; k++) {
+            if (s->errors_by_kind[k] == 0)
+                continue;
+            fprintf(f, "%s\"%s\": %" PRIu64, sep, hs_err_names[k],
+                    s->errors_by_kind[k]);
+            sep = ", ";
+        }
+        fprintf(f, "}}");
     }
     fprintf(f, "\n  ]\n");
 }

@@ -4,14 +4,16 @@
  * Once a second the reporter sums the workers' counters, takes their
  * PUBACK latencies of the last second, keeps a timeline entry and prints a
  * live line on stderr: redrawn in place on a terminal, one line per second
- * otherwise. At the end it prints a summary on stdout, writes the JSON
- * report when asked, and checks the thresholds that decide the exit status.
+ * otherwise. At the end it prints a summary on stdout, writes the JSON and
+ * HTML reports when asked, and checks the thresholds that decide the exit
+ * status.
  */
 #ifndef HS_REPORT_H
 #define HS_REPORT_H
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "hs_opts.h"
 #include "hs_stats.h"
@@ -31,12 +33,19 @@ struct hs_report *hs_report_new(const struct hs_config *cfg,
 void hs_report_tick(struct hs_report *r, uint64_t now_ms);
 
 /*
- * The end: totals, the summary on stdout, the JSON file. Returns the exit
- * status: 0, or 1 when a threshold failed (each failure is printed), or 3
- * when the JSON report could not be written.
+ * The end: totals, the summary on stdout, the JSON and HTML files. Returns
+ * the exit status: 0, or 1 when a threshold failed (each failure is
+ * printed), or 3 when a report could not be written.
  */
 int hs_report_finish(struct hs_report *r, uint64_t now_ms);
 
 void hs_report_free(struct hs_report *r);
+
+/*
+ * Writes the JSON report (settings, totals, latencies, errors, thresholds,
+ * the per-second timeline) to f, as of the last hs_report_finish(). The
+ * HTML report embeds the same document.
+ */
+void hs_report_json(struct hs_report *r, FILE *f);
 
 #endif

@@ -116,6 +116,11 @@ void hs_stats_snapshot(struct hs_snapshot *snap, struct hs_stats *s)
     HS__ADD(lost);
     HS__ADD(overrun);
     HS__ADD(c2d);
+    HS__ADD(resent);
+    HS__ADD(renewals);
+    HS__ADD(storms);
+    HS__ADD(storm_drops);
+    HS__ADD(storm_reconnects);
     for (int i = 0; i < HS_ERR_N; i++) {
         HS__ADD(errors[i]);
         snap->errors_total +=

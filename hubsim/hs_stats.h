@@ -55,9 +55,15 @@ struct hs_stats {
     hs_counter gave_up;    /* devices that stopped after failures */
     hs_counter sent;       /* PUBLISH written */
     hs_counter acked;      /* PUBACK received */
-    hs_counter lost;       /* QoS 1 messages whose connection went away */
+    hs_counter lost;       /* QoS 1 messages never acknowledged */
     hs_counter overrun;    /* sends that fell a whole interval behind */
     hs_counter c2d;        /* cloud-to-device messages received */
+
+    hs_counter resent;      /* QoS 1 messages sent again after a reconnect */
+    hs_counter renewals;    /* CONNACKs of token renewals (not reconnects) */
+    hs_counter storms;      /* --storm-at events, counted by worker 0 */
+    hs_counter storm_drops; /* connections storms dropped */
+    hs_counter storm_reconnects; /* CONNACKs after a storm's drop */
     hs_counter errors[HS_ERR_N];
     hs_counter connack[HS_CONNACK_CODES];
 
@@ -74,6 +80,7 @@ struct hs_snapshot {
     uint64_t connecting, connected, finished;
     uint64_t attempts, connects, reconnects, gave_up;
     uint64_t sent, acked, lost, overrun, c2d;
+    uint64_t resent, renewals, storms, storm_drops, storm_reconnects;
     uint64_t errors[HS_ERR_N];
     uint64_t connack[HS_CONNACK_CODES];
     uint64_t errors_total;

@@ -9,9 +9,9 @@
 /* 0001-01-01 to 1970-01-01 in 100 ns ticks. */
 #define HS_TICKS_AT_EPOCH UINT64_C(621355968000000000)
 
-static enum hs_var hs__match(const char *p, size_t *len);
-static size_t hs__value(enum hs_var var, const struct hs_template_ctx *c,
-                        char *buf, size_t cap);
+static enum hs_var hs__match(const char *p, size_t *len,
+                             const char *const *names, size_t nnames,
+                             uint32_t *user);
 static size_t hs__iso_time(const struct timespec *ts, bool local, char *buf,
                            size_t cap);
 static size_t hs__guid(uint64_t *rng, char *buf, size_t cap);
@@ -41,11 +41,24 @@ uint64_t hs_rand(uint64_t *state)
     return x * UINT64_C(2685821657736338717);
 }
 
-/* The longest variable name at p (just after "$."), or HS_VAR_NONE. */
-static enum hs_var hs__match(const char *p, size_t *len)
+/*
+ * The longest variable name at p (just after "$."), or HS_VAR_NONE; a
+ * custom name (*user set) wins over a built-in one as long.
+ */
+static enum hs_var hs__match(const char *p, size_t *len,
+                             const char *const *names, size_t nnames,
+                             uint32_t *user)
 {
     enum hs_var best = HS_VAR_NONE;
     size_t best_len = 0;
+    for (size_t i = 0; i < nnames; i++) {
+        size_t n = strlen(names[i]);
+        if (n > best_len && strncmp(p, names[i], n) == 0) {
+            best = HS_VAR_USER;
+            best_len = n;
+            *user = (uint32_t)i;
+        }
+    }
     for (size_t i = 0; i < sizeof(hs__vars) / sizeof(hs__vars[0]); i++) {
         size_t n = strlen(hs__vars[i].name);
         if (n > best_len && strncmp(p, hs__vars[i].name, n) == 0) {
@@ -57,7 +70,26 @@ static enum hs_var hs__match(const char *p, size_t *len)
     return best;
 }
 
+enum hs_var hs_template_builtin(const char *name)
+{
+    for (size_t i = 0; i < sizeof(hs__vars) / sizeof(hs__vars[0]); i++)
+        if (strcmp(name, hs__vars[i].name) == 0)
+            return hs__vars[i].var;
+    return HS_VAR_NONE;
+}
+
+bool hs_template_is_plain(const struct hs_template *t)
+{
+    return t->npieces <= 1;
+}
+
 int hs_template_compile(struct hs_template *t, const char *text)
+{
+    return hs_template_compile_vars(t, text, NULL, 0);
+}
+
+int hs_template_compile_vars(struct hs_template *t, const char *text,
+                             const char *const *names, size_t nnames)
 {
     memset(t, 0, sizeof(*t));
     t->text = strdup(text);
@@ -73,20 +105,21 @@ int hs_template_compile(struct hs_template *t, const char *text)
     size_t start = 0, i = 0;
     while (t->text[i]) {
         size_t n;
+        uint32_t user = 0;
         enum hs_var v = HS_VAR_NONE;
         if (t->text[i] == '$' && t->text[i + 1] == '.')
-            v = hs__match(t->text + i + 2, &n);
+            v = hs__match(t->text + i + 2, &n, names, nnames, &user);
         if (v == HS_VAR_NONE) {
             i++;
             continue;
         }
         t->pieces[t->npieces++] =
-            (struct hs_template_piece){start, i - start, v};
+            (struct hs_template_piece){start, i - start, v, user};
         i += 2 + n;
         start = i;
     }
     t->pieces[t->npieces++] =
-        (struct hs_template_piece){start, i - start, HS_VAR_NONE};
+        (struct hs_template_piece){start, i - start, HS_VAR_NONE, 0};
     return 0;
 }
 
@@ -107,15 +140,16 @@ size_t hs_template_render(const struct hs_template *t,
         size_t k = p->len < cap - n ? p->len : cap - n;
         memcpy(out + n, t->text + p->off, k);
         n += k;
-        if (p->var != HS_VAR_NONE)
-            n += hs__value(p->var, c, out + n, cap - n);
+        if (p->var == HS_VAR_USER)
+            n += c->user(c->user_arg, p->user, c, out + n, cap - n);
+        else if (p->var != HS_VAR_NONE)
+            n += hs_template_value(p->var, c, out + n, cap - n);
     }
     return n;
 }
 
-/* Writes one variable's value, cut at cap; returns the bytes written. */
-static size_t hs__value(enum hs_var var, const struct hs_template_ctx *c,
-                        char *buf, size_t cap)
+size_t hs_template_value(enum hs_var var, const struct hs_template_ctx *c,
+                         char *buf, size_t cap)
 {
     char tmp[128];
     const char *s = tmp;
@@ -125,6 +159,7 @@ static size_t hs__value(enum hs_var var, const struct hs_template_ctx *c,
     case HS_VAR_DEVICE_ID:
     case HS_VAR_MACHINE_NAME:
         s = var == HS_VAR_DEVICE_ID ? c->device_id : c->machine_name;
+        s = s ? s : "";
         len = strlen(s);
         break;
     case HS_VAR_GUID:

@@ -13,11 +13,14 @@
  *   IterationNumber  0, 1, 2, ... per device
  *   Counter          1, 2, 3, ... per device
  *
+ * Custom variables (the simulator's Variables, see hs_vars.h) are compiled
+ * in by name; a custom name wins over a built-in one of the same spelling.
  * A template is compiled once into pieces; rendering writes them out.
  */
 #ifndef HS_TEMPLATE_H
 #define HS_TEMPLATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -37,6 +40,7 @@ enum hs_var {
     HS_VAR_MACHINE_NAME,
     HS_VAR_ITERATION,
     HS_VAR_COUNTER,
+    HS_VAR_USER, /* a custom variable, by index */
 };
 
 /* Literal text followed by a variable (HS_VAR_NONE for none). */
@@ -44,6 +48,7 @@ struct hs_template_piece {
     size_t off; /* into text */
     size_t len;
     enum hs_var var;
+    uint32_t user; /* HS_VAR_USER: the custom variable's index */
 };
 
 struct hs_template {
@@ -59,10 +64,28 @@ struct hs_template_ctx {
     uint64_t iteration;
     struct timespec now; /* CLOCK_REALTIME */
     uint64_t *rng;       /* xorshift state for Guid */
+    /* Writes custom variable i's value (cut at cap); returns its length. */
+    size_t (*user)(const void *arg, uint32_t i, const struct hs_template_ctx *c,
+                   char *buf, size_t cap);
+    const void *user_arg;
 };
 
 /* Compiles text. Returns 0, or -1 when out of memory. */
 int hs_template_compile(struct hs_template *t, const char *text);
+
+/* The same, with custom variables names[0..n) as HS_VAR_USER 0..n-1. */
+int hs_template_compile_vars(struct hs_template *t, const char *text,
+                             const char *const *names, size_t n);
+
+/* True when the template uses no variable at all. */
+bool hs_template_is_plain(const struct hs_template *t);
+
+/* The built-in variable called name (exactly), or HS_VAR_NONE. */
+enum hs_var hs_template_builtin(const char *name);
+
+/* Writes built-in variable var's value, cut at cap; returns its length. */
+size_t hs_template_value(enum hs_var var, const struct hs_template_ctx *c,
+                         char *buf, size_t cap);
 
 void hs_template_free(struct hs_template *t);
 

@@ -11,9 +11,21 @@
 #ifndef HS_TLS_H
 #define HS_TLS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <openssl/ssl.h>
+
+/*
+ * A client certificate (X.509 device authentication): the certificate,
+ * any chain certificates that followed it in its PEM file, and its private
+ * key, parsed once and shared by every connection that presents it.
+ */
+struct hs_tls_id {
+    X509 *cert;
+    STACK_OF(X509) * chain;
+    EVP_PKEY *key;
+};
 
 enum hs_tls_rc {
     HS_TLS_OK,
@@ -43,10 +55,25 @@ struct hs_tls_failure {
 SSL_CTX *hs_tls_ctx_new(const char *cafile, char *err, size_t errsz);
 
 /*
- * A connection over fd (already connected) that sends server_name as SNI
- * and requires it in the certificate. Returns NULL when out of memory.
+ * Loads id from a PEM certificate file (chain certificates may follow) and
+ * a PEM key file, and checks that they belong together. Returns 0, or -1
+ * with a message in err (id is then empty). hs_tls_id_free() releases it.
  */
-SSL *hs_tls_new(SSL_CTX *ctx, int fd, const char *server_name);
+int hs_tls_id_load(struct hs_tls_id *id, const char *cert_file,
+                   const char *key_file, char *err, size_t errsz);
+void hs_tls_id_free(struct hs_tls_id *id);
+
+/* Makes id the certificate every connection of ctx presents. */
+int hs_tls_ctx_use_id(SSL_CTX *ctx, const struct hs_tls_id *id, char *err,
+                      size_t errsz);
+
+/*
+ * A connection over fd (already connected) that sends server_name as SNI
+ * and requires it in the certificate, presenting id when not NULL (else
+ * the context's certificate, if any). Returns NULL when out of memory.
+ */
+SSL *hs_tls_new(SSL_CTX *ctx, int fd, const char *server_name,
+                const struct hs_tls_id *id);
 
 /* Drives the handshake one step. */
 enum hs_tls_rc hs_tls_handshake(SSL *ssl, struct hs_tls_failure *f);
@@ -58,6 +85,14 @@ enum hs_tls_rc hs_tls_read(SSL *ssl, void *buf, size_t cap, size_t *n,
 /* Writes up to len bytes; OK with *n written (possibly fewer). */
 enum hs_tls_rc hs_tls_write(SSL *ssl, const void *buf, size_t len, size_t *n,
                             struct hs_tls_failure *f);
+
+/*
+ * True when the server asked ssl for a client certificate and it had none.
+ * Under TLS 1.3 the server checks the certificate after the client's
+ * handshake is done, so its refusal shows up as the first read failing,
+ * often as a reset; this tells that failure apart.
+ */
+bool hs_tls_cert_missing(SSL *ssl);
 
 /* Sends close_notify without waiting for the peer's, then frees ssl. */
 void hs_tls_close(SSL *ssl);

@@ -15,6 +15,7 @@
 static void *hs__thread(void *arg);
 static void hs__on_tick(struct hg_loop *loop, struct hg_timer *t);
 static void hs__ramp(struct hs_worker *w);
+static uint64_t hs__storm(struct hs_worker *w, uint64_t wait);
 
 int hs_worker_init(struct hs_worker *w, struct hs_run *run, unsigned id,
                    unsigned n)
@@ -103,7 +104,38 @@ static void hs__on_tick(struct hg_loop *loop, struct hg_timer *t)
         return;
     }
     bool ramping = phase == HS_PHASE_RUN && w->started < w->ndevices;
-    hg_timer_start(loop, t, ramping ? HS_TICK_RAMP_MS : HS_TICK_IDLE_MS);
+    uint64_t wait = ramping ? HS_TICK_RAMP_MS : HS_TICK_IDLE_MS;
+    if (phase == HS_PHASE_RUN)
+        wait = hs__storm(w, wait);
+    hg_timer_start(loop, t, wait);
+}
+
+/*
+ * --storm-at: when a storm's time has come, every device of this worker
+ * drops its connection at once. Returns the tick's wait, shortened to meet
+ * the next storm on time.
+ */
+static uint64_t hs__storm(struct hs_worker *w, uint64_t wait)
+{
+    const struct hs_config *cfg = w->run->cfg;
+    uint64_t elapsed = w->loop.now - w->t0;
+    if (w->storms_done < cfg->nstorms &&
+        elapsed >= cfg->storm_at[w->storms_done]) {
+        uint32_t dropped = 0;
+        for (uint32_t i = 0; i < w->ndevices; i++)
+            dropped += hs_device_storm(&w->devices[i]);
+        if (w->id == 0)
+            hs_stat_add(&w->stats.storms, 1);
+        hs_log_info("storm %zu: worker %u dropped %u connections",
+                    w->storms_done + 1, w->id, dropped);
+        w->storms_done++;
+    }
+    if (w->storms_done < cfg->nstorms) {
+        uint64_t left = cfg->storm_at[w->storms_done] - elapsed;
+        if (left < wait)
+            wait = left;
+    }
+    return wait;
 }
 
 /* Starts the devices whose turn has come: ramp per second since t0. */

@@ -20,6 +20,7 @@
 
 #include "hs_opts.h"
 #include "hs_stats.h"
+#include "hs_tls.h"
 
 #define HS_WBUF_SIZE (HS_PAYLOAD_MAX + 4096) /* one outgoing packet */
 #define HS_RBUF_SIZE (16 * 1024)             /* one TLS record */
@@ -33,6 +34,7 @@ enum hs_phase {
 struct hs_run {
     const struct hs_config *cfg;
     SSL_CTX *tls;
+    struct hs_tls_id *ids;        /* --cert-dir: each device's, by index */
     struct sockaddr_storage addr; /* where every device connects */
     socklen_t addr_len;
     char machine_name[256];
@@ -55,6 +57,7 @@ struct hs_worker {
     double ramp;       /* this worker's share, devices per second */
     uint64_t t0;       /* loop time the ramp began */
     int phase_seen;
+    size_t storms_done; /* --storm-at entries passed */
     struct hg_timer tick;
     struct hs_stats stats;
     uint64_t rng;

@@ -63,6 +63,11 @@ if ((${#missing[@]})); then
             $sudo update-rc.d "$s" disable >/dev/null 2>&1 || true
         fi
     done
+    # RabbitMQ's maintainer scripts leave Erlang's port mapper (epmd) running
+    # on 4369 even with the service stopped; the tests start their own.
+    if [[ " ${missing[*]} " == *" rabbitmq-server "* ]]; then
+        $sudo pkill -u rabbitmq -x epmd >/dev/null 2>&1 || true
+    fi
 fi
 
 # The Debian mosquitto package may start a system broker on 1883; the tests

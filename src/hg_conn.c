@@ -38,6 +38,14 @@
  * (each try may take timeouts.connect).
  */
 #define HG_CONNECT_TRIES 8
+/*
+ * Keepalive is set on the backend socket this long after it connected
+ * (at most an eighth of tcp_keepalive): four system calls that a tunnel
+ * closed within it never pays, and that a reconnect storm pays after its
+ * peak. The first probe comes that much later, which no idle timer of a
+ * load balancer notices.
+ */
+#define HG_KEEPALIVE_LATE_MS 1000
 
 enum hg_conn_state {
     HG_CONN_HELLO,
@@ -109,6 +117,7 @@ struct hg_conn {
     uint8_t attempt; /* backend addresses tried, at most HG_CONNECT_TRIES */
     uint8_t rr;      /* where this connection starts in the address set */
     bool deferred;
+    bool ka_pending; /* keepalive still to set on the backend socket */
 };
 
 static void hg__client_cb(struct hg_loop *loop, struct hg_io *io,
@@ -123,9 +132,10 @@ static void hg__hello_done(struct hg_conn *c, enum hg_hello_rc rc);
 static void hg__route(struct hg_conn *c);
 static void hg__connect_next(struct hg_conn *c);
 static int hg__connect_one(struct hg_conn *c);
-static void hg__connect_done(struct hg_conn *c);
+static void hg__connect_done(struct hg_conn *c, uint32_t events);
 static void hg__connect_failed(struct hg_conn *c, const char *reason);
 static void hg__forward_start(struct hg_conn *c);
+static void hg__forward_timer(struct hg_conn *c);
 static void hg__pump(struct hg_conn *c);
 static int hg__pump_dir(struct hg_conn *c, enum hg_dir dir);
 static int hg__flow_write(struct hg_conn *c, struct hg_flow *f, int fd,
@@ -257,7 +267,7 @@ static void hg__server_cb(struct hg_loop *loop, struct hg_io *io,
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->ready |= HG_SERVER_WR;
     if (c->state == HG_CONN_CONNECTING)
-        hg__connect_done(c);
+        hg__connect_done(c, events);
     else if (c->state == HG_CONN_FORWARD)
         hg__pump(c);
 }
@@ -275,11 +285,17 @@ static void hg__timer_cb(struct hg_loop *loop, struct hg_timer *timer)
         hg__connect_failed(c, "connect_timeout");
         break;
     case HG_CONN_FORWARD:
-        if (loop->now - c->t_last >= cfg->idle_timeout_ms)
+        if (c->ka_pending) {
+            c->ka_pending = false;
+            /* Best effort, as before: the tunnel works without it. */
+            hg_net_keepalive(c->sio.fd,
+                             (unsigned)((cfg->tcp_keepalive_ms + 999) / 1000));
+        }
+        if (cfg->idle_timeout_ms &&
+            loop->now - c->t_last >= cfg->idle_timeout_ms)
             hg__close(c, "ID", "idle_timeout");
         else
-            hg_timer_start(loop, timer,
-                           cfg->idle_timeout_ms - (loop->now - c->t_last));
+            hg__forward_timer(c);
         break;
     default:
         break;
@@ -444,7 +460,7 @@ static int hg__connect_one(struct hg_conn *c)
     if (fd < 0)
         return -errno;
     const struct hg_config *cfg = c->wcfg->cfg;
-    hg_net_tune(fd, (unsigned)((cfg->tcp_keepalive_ms + 999) / 1000));
+    hg_net_nodelay(fd); /* keepalive comes later: hg__forward_timer() */
     if (connect(fd, &c->backend.sa, hg_net_len(&c->backend.sa)) < 0 &&
         errno != EINPROGRESS) {
         int rc = -errno;
@@ -464,12 +480,18 @@ static int hg__connect_one(struct hg_conn *c)
     return 0;
 }
 
-/* The backend socket became writable or failed: see which. */
-static void hg__connect_done(struct hg_conn *c)
+/*
+ * The backend socket reported events while connecting. A failed connect
+ * always shows EPOLLERR or EPOLLHUP, so SO_ERROR is asked for only then:
+ * writable without either is connected, one system call fewer on every
+ * connection.
+ */
+static void hg__connect_done(struct hg_conn *c, uint32_t events)
 {
     int err = 0;
     socklen_t len = sizeof(err);
-    if (getsockopt(c->sio.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+    if ((events & (EPOLLERR | EPOLLHUP)) &&
+        getsockopt(c->sio.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         err = errno;
     if (err == 0 && !(c->ready & HG_SERVER_WR))
         return;
@@ -501,11 +523,33 @@ static void hg__forward_start(struct hg_conn *c)
     c->hlen = c->hcap = 0;
     c->bytes[HG_DIR_UP] += c->up.len;
     hg_stats_add(&c->route->stats->bytes[HG_DIR_UP], c->up.len);
-    if (cfg->idle_timeout_ms)
-        hg_timer_start(&c->w->loop, &c->timer, cfg->idle_timeout_ms);
-    else
-        hg_timer_stop(&c->w->loop, &c->timer);
+    c->ka_pending = cfg->tcp_keepalive_ms > 0;
+    hg__forward_timer(c);
     hg__pump(c);
+}
+
+/*
+ * Arms the tunnel's one timer for what comes first: setting keepalive on
+ * the backend socket, or the idle deadline. Neither: no timer.
+ */
+static void hg__forward_timer(struct hg_conn *c)
+{
+    const struct hg_config *cfg = c->wcfg->cfg;
+    struct hg_loop *loop = &c->w->loop;
+    uint64_t delay = UINT64_MAX;
+    if (cfg->idle_timeout_ms)
+        delay = cfg->idle_timeout_ms - (loop->now - c->t_last);
+    if (c->ka_pending) {
+        uint64_t late = cfg->tcp_keepalive_ms / 8;
+        if (late > HG_KEEPALIVE_LATE_MS)
+            late = HG_KEEPALIVE_LATE_MS;
+        if (late < delay)
+            delay = late;
+    }
+    if (delay == UINT64_MAX)
+        hg_timer_stop(loop, &c->timer);
+    else
+        hg_timer_start(loop, &c->timer, delay);
 }
 
 /* Moves bytes both ways until nothing more can move without waiting. */
@@ -550,10 +594,16 @@ static int hg__pump_dir(struct hg_conn *c, enum hg_dir dir)
             continue;
         }
         if (f->eof) {
-            if (!f->shut && shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN) {
+            if (!f->shut && !(up ? c->down.shut : c->up.shut) &&
+                shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN) {
                 hg__close(c, up ? "SD" : "CD", "shutdown_error");
                 return -1;
             }
+            /*
+             * When the other way is already done, the connection closes
+             * next, and close(2) sends this FIN itself: both sockets were
+             * read to their EOF, so nothing unread turns it into a reset.
+             */
             f->shut = true;
             return 0;
         }

@@ -58,14 +58,31 @@ socklen_t hg_net_len(const struct sockaddr *sa)
 
 int hg_net_tune(int fd, unsigned keepalive_idle_s)
 {
-    int one = 1, on = keepalive_idle_s > 0;
-    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) < 0)
-        return -errno;
-    if (!on)
+    int rc = hg_net_nodelay(fd);
+    if (rc < 0)
+        return rc;
+    if (keepalive_idle_s == 0) {
+        int off = 0;
+        if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &off, sizeof(off)) < 0)
+            return -errno;
         return 0;
-    int idle = (int)keepalive_idle_s, intvl = 30, cnt = 4;
-    if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0 ||
+    }
+    return hg_net_keepalive(fd, keepalive_idle_s);
+}
+
+int hg_net_nodelay(int fd)
+{
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+        return -errno;
+    return 0;
+}
+
+int hg_net_keepalive(int fd, unsigned idle_s)
+{
+    int one = 1, idle = (int)idle_s, intvl = 30, cnt = 4;
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0 ||
         setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) < 0 ||
         setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0)
         return -errno;

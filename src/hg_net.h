@@ -32,6 +32,12 @@ socklen_t hg_net_len(const struct sockaddr *sa);
  */
 int hg_net_tune(int fd, unsigned keepalive_idle_s);
 
+/* TCP_NODELAY alone. */
+int hg_net_nodelay(int fd);
+
+/* SO_KEEPALIVE on, first probe after idle_s, then every 30 s, 4 at most. */
+int hg_net_keepalive(int fd, unsigned idle_s);
+
 /*
  * A non-blocking listening socket bound to addr with SO_REUSEPORT, so that
  * each worker can own one for the same address. defer_s > 0 sets

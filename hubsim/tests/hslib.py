@@ -41,7 +41,7 @@ KEY = base64.b64encode(bytes(range(32))).decode()
 SIM_ENV = ("IotHubConnectionString", "DeviceCount", "DevicePrefix",
            "DeviceIndex", "DeviceList", "MessageCount", "Interval",
            "Intervals", "Template", "Header", "Variables",
-           "PayloadDistribution", "File")
+           "PayloadDistribution", "File", "Payloads")
 
 
 def need_hubsim():

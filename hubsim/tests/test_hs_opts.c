@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -24,6 +25,7 @@
 
 static enum hs_opts_rc parse(struct hs_config *cfg, const char *const *env,
                              const char *const *args);
+static const char *tmp_file(const char *text);
 
 /* Parses args (NULL-terminated, without argv[0]) and env. */
 static enum hs_opts_rc parse(struct hs_config *cfg, const char *const *env,
@@ -238,6 +240,8 @@ static void test_refused(void **state)
         {"--protocol", "amqp10", NULL},
         {"--protocol", "amqp", "--c2d", NULL},
         {"--protocol", "amqp", "--properties", "a=1", NULL},
+        {"--protocol", "amqp", "--header", "{}", NULL},
+        {"--protocol", "amqp", "--storm-at", "10s", NULL},
         {"--protocol", "amqp", "--amqp-auth", "plain", NULL},
         {"--protocol", "amqp", "--amqp-auth", "sasl", NULL},
         {"--protocol", "amqp", "--devices-per-connection", "0", NULL},
@@ -286,6 +290,206 @@ static void test_durations(void **state)
     hs_config_free(&cfg);
 }
 
+/* --storm-at, --resend-unacked and X.509 files. */
+static void test_storms_resend_x509(void **state)
+{
+    (void)state;
+    struct hs_config cfg;
+    const char *args[] = {"--hub", "h.example.net", "--storm-at", "500ms,2s,90",
+                          NULL};
+    assert_int_equal(parse(&cfg, NULL, args), HS_OPTS_RUN);
+    assert_int_equal(cfg.nstorms, 3);
+    assert_int_equal(cfg.storm_at[0], 500);
+    assert_int_equal(cfg.storm_at[1], 2000);
+    assert_int_equal(cfg.storm_at[2], 90000);
+    assert_true(cfg.resend); /* at least once by default */
+    assert_null(cfg.cert);
+    hs_config_free(&cfg);
+    const char *off[] = {"--hub", "h.example.net", "--resend-unacked",
+                         "0",     "--cert",        "/dev/null",
+                         "--key", "/dev/null",     NULL};
+    assert_int_equal(parse(&cfg, NULL, off), HS_OPTS_RUN);
+    assert_false(cfg.resend);
+    assert_int_equal(cfg.nstorms, 0);
+    assert_string_equal(cfg.cert, "/dev/null");
+    assert_string_equal(cfg.cert_key, "/dev/null");
+    assert_int_equal(cfg.auth, HS_AUTH_NONE);
+    hs_config_free(&cfg);
+    const char *const bad[][8] = {
+        {"--storm-at", "2s,1s", NULL},
+        {"--storm-at", "0", NULL},
+        {"--storm-at", "1s,,2s", NULL},
+        {"--storm-at", "soon", NULL},
+        {"--resend-unacked", "2", NULL},
+        {"--cert", "/dev/null", NULL},
+        {"--key", "/dev/null", NULL},
+        {"--cert", "/nonexistent/c.pem", "--key", "/dev/null", NULL},
+        {"--cert-dir", "/dev", "--cert", "/dev/null", "--key", "/dev/null",
+         NULL},
+        {"--cert-dir", "/dev", "--device-key", KEY32, NULL},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *full[12] = {"--hub", "h.example.net"};
+        for (size_t k = 0; bad[i][k]; k++)
+            full[k + 2] = bad[i][k];
+        if (parse(&cfg, NULL, full) != HS_OPTS_ERROR) {
+            fprintf(stderr, "case %zu (%s) was accepted\n", i, bad[i][0]);
+            fail();
+        }
+    }
+    /* An X.509 device connection string wants the files. */
+    const char *x509[] = {"--connection-string",
+                          "HostName=h;DeviceId=d;x509=true", "--cert-dir",
+                          "/dev", NULL};
+    assert_int_equal(parse(&cfg, NULL, x509), HS_OPTS_RUN);
+    assert_string_equal(cfg.cert_dir, "/dev");
+    assert_int_equal(cfg.ndevices, 1);
+    assert_string_equal(cfg.device_ids[0], "d");
+    hs_config_free(&cfg);
+}
+
+/* Writes text to a new temporary file; returns its path (static). */
+static const char *tmp_file(const char *text)
+{
+    static char path[64];
+    snprintf(path, sizeof(path), "/tmp/hs-opts-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static void test_payload_settings(void **state)
+{
+    (void)state;
+    struct hs_config cfg;
+    const char *env[] = {
+        "IotHubConnectionString=" HUB_CS,
+        "DeviceCount=2",
+        "Variables=[{name: \"Temp\", random: true, min: 23, max: 25}, "
+        "{\"name\": \"Counter\", \"min\": 100, \"max\": 102}]",
+        "Header={\"k\": \"$.Counter\"}",
+        "PayloadDistribution=fixSize(10, 12) template(25, default) "
+        "template(65, Tpl2)",
+        "tpl2=second $.Temp",
+        NULL};
+    assert_int_equal(parse(&cfg, env, NULL), HS_OPTS_RUN);
+    assert_int_equal(cfg.payload.vars.n, 2);
+    assert_int_equal(cfg.payload.nitems, 3);
+    assert_int_equal(cfg.payload.items[0].kind, HS_PL_FIX);
+    assert_int_equal(cfg.payload.items[0].len, 12);
+    assert_string_equal(cfg.payload.items[2].tpl.text, "second $.Temp");
+    assert_true(cfg.payload.has_header);
+    hs_config_free(&cfg);
+    /* Flags win over the environment. */
+    const char *args[] = {"--payload-distribution",
+                          "fix(100, AAAA)",
+                          "--variables",
+                          "[]",
+                          "--header",
+                          "{}",
+                          NULL};
+    assert_int_equal(parse(&cfg, env, args), HS_OPTS_RUN);
+    assert_int_equal(cfg.payload.vars.n, 0);
+    assert_int_equal(cfg.payload.nitems, 1);
+    assert_int_equal(cfg.payload.items[0].len, 3);
+    hs_config_free(&cfg);
+    /* --payload-size replaces a distribution from the environment. */
+    const char *size[] = {"--payload-size", "5", NULL};
+    assert_int_equal(parse(&cfg, env, size), HS_OPTS_RUN);
+    assert_int_equal(cfg.payload.nitems, 1);
+    assert_int_equal(cfg.payload.items[0].len, 5);
+    hs_config_free(&cfg);
+    const char *const bad[][3] = {
+        {"Variables=[{name: \"A\", random: 1}]", NULL},
+        {"Variables=[{name: 'A'}]", NULL},
+        {"Header=[1]", NULL},
+        {"Header={\"a\": $.Nope}", NULL},
+        {"PayloadDistribution=template(50, Missing)", NULL},
+        {"PayloadDistribution=fixSize(50)", NULL},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *e[] = {"IotHubConnectionString=" HUB_CS, bad[i][0], NULL};
+        if (parse(&cfg, e, NULL) != HS_OPTS_ERROR)
+            fail_msg("%s was accepted", bad[i][0]);
+    }
+    const char *both[] = {"--payload-size", "5", "--payload-distribution",
+                          "fix(100, AAAA)", NULL};
+    assert_int_equal(parse(&cfg, env, both), HS_OPTS_ERROR);
+}
+
+static void test_file(void **state)
+{
+    (void)state;
+    struct hs_config cfg;
+    const char *path = tmp_file(
+        "// as the simulator's test files are written\n"
+        "{\n"
+        "  \"DeviceCount\": 3, \"messagecount\": 7,\n"
+        "  \"Variables\": [{\"name\": \"Value\", \"sequence\": true,\n"
+        "                  \"values\": [\"$.Counter\", \"true\"]},\n"
+        "                 {\"name\": \"Counter\"}],\n"
+        "  \"Intervals\": {\"sim000001\": 10000,\n"
+        "                \"sim000002\": [20000, 30000, 15000],\n"
+        "                \"sim000009\": 5},\n"
+        "  \"Payloads\": [\n"
+        "    {\"type\": \"template\", \"deviceId\": \"sim000001\",\n"
+        "     \"template\": {\"value\": \"$.Value\", \"n\": {\"a\": 20}}},\n"
+        "    {\"type\": \"fix\", \"deviceId\": \"sim000002\",\n"
+        "     \"value\": \"{\\\"value\\\":\\\"myfixvalue\\\"}\"},\n"
+        "  ],\n"
+        "}\n");
+    const char *env[] = {"IotHubConnectionString=" HUB_CS, "DeviceCount=9",
+                         "MessageCount=1", "Interval=500", NULL};
+    const char *args[] = {"--file", path, "--messages", "4", NULL};
+    assert_int_equal(parse(&cfg, env, args), HS_OPTS_RUN);
+    /* The File wins over the environment, flags over both. */
+    assert_int_equal(cfg.ndevices, 3);
+    assert_int_equal(cfg.messages, 4);
+    assert_int_equal(hs_config_interval(&cfg, 0, 0), 10000);
+    assert_int_equal(hs_config_interval(&cfg, 0, 5), 10000);
+    assert_int_equal(hs_config_interval(&cfg, 1, 0), 20000);
+    assert_int_equal(hs_config_interval(&cfg, 1, 1), 30000);
+    assert_int_equal(hs_config_interval(&cfg, 1, 5), 15000);
+    assert_int_equal(hs_config_interval(&cfg, 2, 0), 500);
+    /* Two devices' own payloads, and the template for the third. */
+    assert_int_equal(cfg.payload.nitems, 3);
+    assert_string_equal(cfg.payload.items[0].tpl.text,
+                        "{\"value\":\"$.Value\",\"n:a\":\"20\"}");
+    assert_memory_equal(cfg.payload.items[1].bytes,
+                        "{\"value\":\"myfixvalue\"}", 22);
+    assert_int_equal(cfg.payload.own[0], 1);
+    assert_int_equal(cfg.payload.own[1], 2);
+    assert_int_equal(cfg.payload.own[2], 0);
+    hs_config_free(&cfg);
+    unlink(path);
+    const char *const bad[] = {
+        "{\"DeviceCount\": 2,, }",
+        "[1]",
+        "{\"DeviceCount\": [2]}",
+        "{\"Intervals\": {\"sim000001\": 0}}",
+        "{\"Intervals\": {\"sim000001\": \"fast\"}}",
+        "{\"Payloads\": [{\"type\": \"other\", \"value\": \"x\"}]}",
+        "{\"Payloads\": [{\"type\": \"fix\"}]}",
+        "{\"Payloads\": [{\"type\": \"fix\", \"value\": \"x\", "
+        "\"distribution\": 0}]}",
+        "{\"Variables\": {\"name\": \"x\"}}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        path = tmp_file(bad[i]);
+        const char *a[] = {"--file", path, NULL};
+        const char *e[] = {"IotHubConnectionString=" HUB_CS, NULL};
+        enum hs_opts_rc rc = parse(&cfg, e, a);
+        unlink(path);
+        if (rc != HS_OPTS_ERROR)
+            fail_msg("%s was accepted", bad[i]);
+    }
+    const char *missing[] = {"--file", "/nonexistent/hs.json", NULL};
+    assert_int_equal(parse(&cfg, NULL, missing), HS_OPTS_ERROR);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -297,6 +501,9 @@ int main(void)
         cmocka_unit_test(test_amqp),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_storms_resend_x509),
+        cmocka_unit_test(test_payload_settings),
+        cmocka_unit_test(test_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

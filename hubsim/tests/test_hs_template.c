@@ -16,6 +16,8 @@
 #include "hs_template.h"
 
 static const char *render(const char *text, uint64_t iteration);
+static size_t user(const void *arg, uint32_t i, const struct hs_template_ctx *c,
+                   char *buf, size_t cap);
 
 /* Renders text for device "sim000042" at 2024-05-01T12:00:00.5Z. */
 static const char *render(const char *text, uint64_t iteration)
@@ -92,6 +94,41 @@ static void test_cut_at_cap(void **state)
     hs_template_free(&t);
 }
 
+/* Custom variable i's value is "<i>". */
+static size_t user(const void *arg, uint32_t i, const struct hs_template_ctx *c,
+                   char *buf, size_t cap)
+{
+    (void)arg;
+    (void)c;
+    return (size_t)snprintf(buf, cap, "<%u>", i);
+}
+
+static void test_custom_names(void **state)
+{
+    (void)state;
+    const char *names[] = {"Counter", "DeviceIdX", "Temp"};
+    struct hs_template t;
+    char out[128];
+    uint64_t rng = 1;
+    assert_int_equal(hs_template_compile_vars(&t,
+                                              "$.Counter $.DeviceIdX "
+                                              "$.DeviceId $.Temperature $.Tem",
+                                              names, 3),
+                     0);
+    struct hs_template_ctx c = {.device_id = "d", .rng = &rng, .user = user};
+    size_t n = hs_template_render(&t, &c, out, sizeof(out) - 1);
+    out[n] = '\0';
+    /* A custom name wins over a built-in one as long; the longest wins. */
+    assert_string_equal(out, "<0> <1> d <2>erature $.Tem");
+    assert_false(hs_template_is_plain(&t));
+    hs_template_free(&t);
+    assert_int_equal(hs_template_compile_vars(&t, "plain", names, 3), 0);
+    assert_true(hs_template_is_plain(&t));
+    hs_template_free(&t);
+    assert_int_equal(hs_template_builtin("Epoch"), HS_VAR_EPOCH);
+    assert_int_equal(hs_template_builtin("epoch"), HS_VAR_NONE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -99,6 +136,7 @@ int main(void)
         cmocka_unit_test(test_variables),
         cmocka_unit_test(test_plain_text_and_unknown),
         cmocka_unit_test(test_cut_at_cap),
+        cmocka_unit_test(test_custom_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,9 +9,6 @@ Python 3 standard library only; everything talks to loopback addresses.
   extension sits in it.
 - reframe() / records(): wrap a handshake message in TLS records, cut at
   the offsets asked for (e.g. inside the server_name extension).
-- Backend: a plain TCP "capture" server recording every byte of each
-  connection, optionally echoing, replying on accept, after N bytes or on
-  EOF (then closing), and counting connections.
 - Client: a TCP client (TCP_NODELAY) that can bind a source address, send
   in separate segments and tell when the peer closed.
 - Recorder: a TCP relay that records what a client program (openssl
@@ -192,152 +189,11 @@ def wire_hello(sni, **kw):
     return records(build_hello(sni, **kw))
 
 
-# --------------------------------------------------------------------------
-# Capture backend
-# --------------------------------------------------------------------------
-
-class Conn:
-    """One connection accepted by a Backend."""
-
-    def __init__(self, sock, peer):
-        self.sock = sock
-        self.peer = peer
-        self.data = b""
-        self.eof = False
-        self.reset = False
-        self.closed = threading.Event()
-        self.lock = threading.Lock()
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def close(self):
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-
-class Backend:
-    """A plain TCP server that records, per connection, every byte it
-    receives, in order.
-
-    echo: sends back every byte received.
-    reply: bytes sent once, on accept.
-    reply_after: (n, bytes): sends bytes once n bytes have arrived.
-    reply_on_eof: bytes sent when the client half-closes; the connection is
-      then closed (the half-close test).
-    Attributes: addr "host:port", host, port, conns [Conn], count().
-    """
-
-    def __init__(self, host="127.0.0.1", port=0, echo=False, reply=None,
-                 reply_after=None, reply_on_eof=None, name="backend"):
-        self.echo, self.reply = echo, reply
-        self.reply_after, self.reply_on_eof = reply_after, reply_on_eof
-        self.name = name
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.listen(256)
-        self.host = host
-        self.port = self.sock.getsockname()[1]
-        self.addr = hglib.join_hostport(host, self.port)
-        self.conns = []
-        self._cond = threading.Condition()
-        self._stop = False
-        self._threads = []
-        t = threading.Thread(target=self._accept_loop, daemon=True)
-        t.start()
-        self._threads.append(t)
-        hglib.on_cleanup(self.stop, f"backend {name} {self.addr}")
-
-    def count(self):
-        with self._cond:
-            return len(self.conns)
-
-    def _accept_loop(self):
-        self.sock.settimeout(0.1)
-        while not self._stop:
-            try:
-                s, peer = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            c = Conn(s, peer)
-            with self._cond:
-                self.conns.append(c)
-                self._cond.notify_all()
-            t = threading.Thread(target=self._serve, args=(c,), daemon=True)
-            t.start()
-
-    def _serve(self, c):
-        s = c.sock
-        replied_after = False
-        try:
-            if self.reply:
-                s.sendall(self.reply)
-            while not self._stop:
-                s.settimeout(0.1)
-                try:
-                    chunk = s.recv(65536)
-                except socket.timeout:
-                    continue
-                except ConnectionResetError:
-                    c.reset = True
-                    break
-                if not chunk:
-                    c.eof = True
-                    if self.reply_on_eof is not None:
-                        s.sendall(self.reply_on_eof)
-                    break
-                with self._cond:
-                    c.data += chunk
-                    self._cond.notify_all()
-                if self.echo:
-                    s.sendall(chunk)
-                if (self.reply_after and not replied_after and
-                        len(c.data) >= self.reply_after[0]):
-                    replied_after = True
-                    s.sendall(self.reply_after[1])
-        except OSError:
-            pass
-        finally:
-            c.close()
-            with self._cond:
-                c.closed.set()
-                self._cond.notify_all()
-
-    def wait_count(self, n, timeout=10.0):
-        """Waits until at least n connections were accepted; returns them."""
-        deadline = time.monotonic() + hglib.scale(timeout)
-        with self._cond:
-            while len(self.conns) < n:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"{self.name}: {len(self.conns)} of "
-                                       f"{n} connections at {self.addr}")
-                self._cond.wait(min(left, 0.2))
-            return list(self.conns)
-
-    def wait_data(self, conn, n, timeout=10.0):
-        """Waits until conn received at least n bytes; returns its data."""
-        deadline = time.monotonic() + hglib.scale(timeout)
-        with self._cond:
-            while len(conn.data) < n:
-                left = deadline - time.monotonic()
-                if left <= 0 or conn.closed.is_set():
-                    raise TimeoutError(
-                        f"{self.name}: {len(conn.data)} of {n} bytes at "
-                        f"{self.addr} (closed={conn.closed.is_set()})")
-                self._cond.wait(min(left, 0.2))
-            return conn.data
-
-    def stop(self):
-        self._stop = True
-        with contextlib.suppress(OSError):
-            self.sock.close()
-        for c in list(self.conns):
-            c.close()
+def named_backend(name, host="127.0.0.1", port=0, **kw):
+    """A capture server that answers every connection with "<name>", so a
+    client can tell where the gateway sent it."""
+    return hglib.CaptureServer(host=host, port=port,
+                               reply=f"<{name}>".encode(), name=name, **kw)
 
 
 def common_port(hosts, tries=50):
@@ -427,6 +283,21 @@ class Client:
         out, self.received = self.received[:n], self.received[n:]
         return out
 
+    def recv_reply(self, done, timeout=5.0):
+        """Reads until done(bytes so far) is true or the peer closes (EOF
+        or reset); returns the bytes (b"" when it closed without one)."""
+        got = b""
+        self.sock.settimeout(hglib.scale(timeout))
+        try:
+            while not done(got):
+                chunk = self.sock.recv(100)
+                if not chunk:
+                    break
+                got += chunk
+        except ConnectionResetError:
+            pass
+        return got
+
     def wait_closed(self, timeout=5.0):
         """Reads until the peer closes (EOF or reset) or `timeout` seconds
         (not scaled) pass. Returns (closed, bytes read, seconds waited)."""
@@ -463,8 +334,8 @@ def exchange(gw_addr, backend, data, reply_len, source=None, n_before=None):
     before = backend.count() if n_before is None else n_before
     c = Client(gw_addr, source=source)
     c.send(data)
-    conn = backend.wait_count(before + 1)[before]
-    backend.wait_data(conn, len(data))
+    conn = backend.wait_connections(before + 1)[before]
+    backend.wait_bytes(conn, len(data))
     reply = c.recv_exactly(reply_len) if reply_len else b""
     return c, conn, reply
 

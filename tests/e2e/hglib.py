@@ -52,6 +52,7 @@ every process started by a failing test, and closes with the line
 """
 
 import atexit
+import json
 import base64
 import contextlib
 import ctypes
@@ -839,7 +840,8 @@ class Subscriber:
     """
 
     def __init__(self, addr, topics="#", qos=1, cafile=None,
-                 server_name=None, netns=None, client_id=None):
+                 server_name=None, netns=None, client_id=None,
+                 extra_args=()):
         need_tool("mosquitto_sub")
         host, port = split_hostport(addr)
         if server_name and netns is None:
@@ -855,6 +857,7 @@ class Subscriber:
             argv += ["-t", t]
         if cafile:
             argv += ["--cafile", cafile]
+        argv += list(extra_args)  # e.g. ["-c"]: a persistent session
         self.counts = {}
         self.messages = []
         self._lock = threading.Lock()
@@ -1492,18 +1495,24 @@ class CaptureServer:
     conns = srv.wait_connections(1)          # [CapturedConn]
     conns[0].data, conns[0].wait_bytes(n), conns[0].closed.wait()
     echo: sends every byte back; reply: bytes sent once on accept (e.g. a
-    fake ServerHello); close_after: closes after that many bytes in.
+    fake ServerHello); reply_after=(n, bytes): bytes sent once n bytes have
+    arrived; reply_on_eof: bytes sent when the client half-closes, before
+    closing (the half-close tests); close_after: closes after that many
+    bytes in. name: what errors and the cleanup log call it.
     """
 
     def __init__(self, host="127.0.0.1", port=0, echo=False, reply=None,
-                 close_after=None, netns=None):
+                 reply_after=None, reply_on_eof=None, close_after=None,
+                 name="capture server", netns=None):
         self.echo, self.reply, self.close_after = echo, reply, close_after
+        self.reply_after, self.reply_on_eof = reply_after, reply_on_eof
+        self.name = name
         with _maybe_netns(netns):
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
-        self.sock.listen(128)
+        self.sock.listen(256)
         self.host = host
         self.port = self.sock.getsockname()[1]
         self.addr = join_hostport(host, self.port)
@@ -1513,10 +1522,15 @@ class CaptureServer:
         self._thread = threading.Thread(target=self._accept_loop,
                                         daemon=True)
         self._thread.start()
-        on_cleanup(self.stop, f"capture server {self.addr}")
+        on_cleanup(self.stop, f"{name} {self.addr}")
+
+    def count(self):
+        """Connections accepted so far."""
+        with self._cond:
+            return len(self.connections)
 
     def _accept_loop(self):
-        self.sock.settimeout(0.2)
+        self.sock.settimeout(0.1)
         while not self._stop:
             try:
                 s, peer = self.sock.accept()
@@ -1533,11 +1547,12 @@ class CaptureServer:
 
     def _serve(self, conn):
         s = conn.sock
+        replied_after = False
         try:
             if self.reply:
                 s.sendall(self.reply)
             while not self._stop:
-                s.settimeout(0.2)
+                s.settimeout(0.1)
                 try:
                     chunk = s.recv(65536)
                 except socket.timeout:
@@ -1547,6 +1562,8 @@ class CaptureServer:
                     break
                 if not chunk:
                     conn.eof = True
+                    if self.reply_on_eof is not None:
+                        s.sendall(self.reply_on_eof)
                     break
                 with self._cond:
                     conn.data += chunk
@@ -1554,6 +1571,10 @@ class CaptureServer:
                     self._cond.notify_all()
                 if self.echo:
                     s.sendall(chunk)
+                if (self.reply_after and not replied_after and
+                        len(conn.data) >= self.reply_after[0]):
+                    replied_after = True
+                    s.sendall(self.reply_after[1])
                 if (self.close_after is not None and
                         len(conn.data) >= self.close_after):
                     break
@@ -1572,9 +1593,9 @@ class CaptureServer:
             while len(self.connections) < n:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"{len(self.connections)} of {n} "
-                                       f"connections at {self.addr}")
-                self._cond.wait(left)
+                    raise TimeoutError(f"{self.name}: {len(self.connections)}"
+                                       f" of {n} connections at {self.addr}")
+                self._cond.wait(min(left, 0.2))
             return list(self.connections)
 
     def wait_bytes(self, conn, n, timeout=10.0):
@@ -1584,8 +1605,8 @@ class CaptureServer:
             while len(conn.data) < n:
                 left = deadline - time.monotonic()
                 if left <= 0 or conn.closed.is_set():
-                    raise TimeoutError(f"{len(conn.data)} of {n} bytes at "
-                                       f"{self.addr} (closed="
+                    raise TimeoutError(f"{self.name}: {len(conn.data)} of {n}"
+                                       f" bytes at {self.addr} (closed="
                                        f"{conn.closed.is_set()})")
                 self._cond.wait(min(left, 0.2))
             return conn.data
@@ -1798,6 +1819,29 @@ def node_send(connection_string, transport, ca, count=5, timeout=30,
 # --------------------------------------------------------------------------
 # Test runner
 # --------------------------------------------------------------------------
+
+def run_bench_quick(script, report, timeout):
+    """Runs bench/SCRIPT --quick into a folder of this test's and checks
+    that it succeeded and left docs/REPORT alone. Returns (results.json's
+    data, the report's text)."""
+    out = tmp_path(unique("bench"))
+    docs = os.path.join(SOURCE_DIR, "docs", report)
+
+    def stamp():
+        return os.stat(docs).st_mtime_ns if os.path.exists(docs) else None
+    before = stamp()
+    r = subprocess.run([sys.executable,
+                        os.path.join(SOURCE_DIR, "bench", script), "--quick",
+                        "--build", BUILD_DIR, "--out", out],
+                       capture_output=True, text=True, timeout=scale(timeout))
+    sys.stderr.write(r.stderr[-6000:])
+    assert r.returncode == 0, f"{script} exited {r.returncode}"
+    assert stamp() == before, f"--quick must not touch docs/{report}"
+    with open(os.path.join(out, "results.json")) as f:
+        data = json.load(f)
+    with open(os.path.join(out, report)) as f:
+        return data, f.read()
+
 
 def main(namespace, argv=None):
     """Runs the test_* functions of a module (all, or those named on the

@@ -22,31 +22,22 @@ def attempt(addr, sni, source, backend):
     c = gwlib.Client(addr, source=source)
     assert c.local[0] == source, c.local
     c.send(data)
-    got = b""
-    c.sock.settimeout(hglib.scale(5))
-    try:
-        while len(got) < 4:
-            chunk = c.sock.recv(64)
-            if not chunk:
-                break
-            got += chunk
-    except ConnectionResetError:
-        pass
+    got = c.recv_reply(lambda b: len(b) >= 4)
     if got == b"":
         c.close()
         assert backend.count() == before, f"{source}: reached {backend.name}"
         return False
     assert got.startswith(b"<ok>"), f"{source} -> {addr}: got {got!r}"
-    conn = backend.wait_count(before + 1)[before]
-    backend.wait_data(conn, len(data))
+    conn = backend.wait_connections(before + 1)[before]
+    backend.wait_bytes(conn, len(data))
     assert conn.data == data
     c.close()
     return True
 
 
 def test_allow_lists():
-    ok = gwlib.Backend(reply=b"<ok>", name="ok")
-    guarded = gwlib.Backend(reply=b"<ok>", name="guarded")
+    ok = hglib.CaptureServer(reply=b"<ok>", name="ok")
+    guarded = hglib.CaptureServer(reply=b"<ok>", name="guarded")
     v6 = gwlib.have_ipv6_loopback()
     sites = hglib.write_file(hglib.tmp_path("sites.txt"), """\
 # customer sites
@@ -140,7 +131,7 @@ routes:
 def test_allow_lists_follow_reload():
     # A reload re-reads the allow file and the inline lists: new
     # connections follow them, a tunnel already open is kept.
-    ok = gwlib.Backend(reply=b"<ok>", name="ok")
+    ok = hglib.CaptureServer(reply=b"<ok>", name="ok")
     sites = hglib.write_file(hglib.tmp_path("sites.txt"), "127.0.0.7/32\n")
     p = hglib.free_ports(2)
 
@@ -169,7 +160,7 @@ routes:
     hello = gwlib.wire_hello("ok.test")
     held.send(hello)
     assert held.recv_exactly(4) == b"<ok>"
-    conn = ok.wait_count(3)[2]
+    conn = ok.wait_connections(3)[2]
 
     hglib.write_file(sites, "# moved\n127.0.0.8/32\n")
     gwlib.reload(gw, config("127.0.0.5/32"), wait_log=r"reloaded ")
@@ -181,7 +172,7 @@ routes:
         "the allow file was not read again"
     assert not attempt(infile, "ok.test", "127.0.0.7", ok)
     held.send(b"still-here")
-    ok.wait_data(conn, len(hello) + 10)
+    ok.wait_bytes(conn, len(hello) + 10)
     assert conn.data == hello + b"still-here"
     assert gwlib.refused(gw, "inline", "listener_allow") == 2
     assert gwlib.refused(gw, "file", "listener_allow") == 2

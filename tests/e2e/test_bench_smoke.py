@@ -7,16 +7,13 @@ against a bound (a benchmark is never a timed test); only that each one was
 measured, and that the report and the configs were written. HAProxy and
 NGINX are skipped, with a note, where they are not installed."""
 
-import json
 import os
 import shutil
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hglib  # noqa: E402
 
-RUN = os.path.join(hglib.SOURCE_DIR, "bench", "run.py")
 TOOLS = [os.path.join(hglib.BUILD_DIR, "bench", t)
          for t in ("hgload", "hgecho")]
 PROXIES = ("hubgate", "haproxy", "nginx")
@@ -26,22 +23,7 @@ def run_quick():
     for tool in TOOLS + [hglib.HUBGATE]:
         if not os.access(tool, os.X_OK):
             raise hglib.Skip(f"{tool} is not built")
-    out = hglib.tmp_path("bench")
-    docs = os.path.join(hglib.SOURCE_DIR, "docs", "benchmarks.md")
-    before = os.stat(docs).st_mtime_ns if os.path.exists(docs) else None
-    r = subprocess.run([sys.executable, RUN, "--quick", "--build",
-                        hglib.BUILD_DIR, "--out", out],
-                       capture_output=True, text=True,
-                       timeout=hglib.scale(400))
-    sys.stderr.write(r.stderr[-6000:])
-    assert r.returncode == 0, f"run.py exited {r.returncode}"
-    after = os.stat(docs).st_mtime_ns if os.path.exists(docs) else None
-    assert before == after, "--quick must not touch docs/benchmarks.md"
-    with open(os.path.join(out, "results.json")) as f:
-        data = json.load(f)
-    with open(os.path.join(out, "benchmarks.md")) as f:
-        report = f.read()
-    return data, report
+    return hglib.run_bench_quick("run.py", "benchmarks.md", 400)
 
 
 def number(v):

@@ -23,20 +23,9 @@ TRAILER = b"\x17\x03\x03\x00\x0c" + b"after-hello!"
 
 
 def gateway(extra=""):
-    backend = gwlib.Backend(reply=REPLY, name="capture")
-    port = hglib.free_port()
-    gw = hglib.start_hubgate(f"""
-log:
-  level: info
-{extra}
-listeners:
-  - name: tls
-    bind: ["127.0.0.1:{port}"]
-routes:
-  - name: hub
-    sni: ["{SNI}"]
-    backend: "{backend.addr}"
-""")
+    backend = hglib.CaptureServer(reply=REPLY, name="capture")
+    gw = hglib.start_sni_gateway(backend.addr, SNI,
+                                 extra="log:\n  level: info\n" + extra)
     return gw, backend, gw.listen_addrs[0]
 
 
@@ -50,8 +39,8 @@ def check_forwarded(gw, backend, addr, pieces, delay=0.0, what=""):
         if i and delay:
             time.sleep(delay)
         c.send(p)
-    conn = backend.wait_count(before + 1)[before]
-    backend.wait_data(conn, len(sent))
+    conn = backend.wait_connections(before + 1)[before]
+    backend.wait_bytes(conn, len(sent))
     got = c.recv_exactly(len(REPLY))
     assert got == REPLY, f"{what}: client got {got!r}"
     c.close()
@@ -143,24 +132,15 @@ def test_openssl_s_client_hello():
     # The backend answers with a TLS alert (handshake_failure): s_client
     # then gives up and closes.
     alert = b"\x15\x03\x03\x00\x02\x02\x28"
-    backend = gwlib.Backend(reply_after=(5, alert), name="capture")
-    port = hglib.free_port()
-    gw = hglib.start_hubgate(f"""
-listeners:
-  - name: tls
-    bind: ["127.0.0.1:{port}"]
-routes:
-  - name: hub
-    sni: ["{SNI}"]
-    backend: "{backend.addr}"
-""")
+    backend = hglib.CaptureServer(reply_after=(5, alert), name="capture")
+    gw = hglib.start_sni_gateway(backend.addr, SNI)
     rec = gwlib.Recorder(gw.listen_addrs[0])
     r = subprocess.run(["openssl", "s_client", "-connect", rec.addr,
                         "-servername", SNI, "-tls1_3"],
                        stdin=subprocess.DEVNULL, capture_output=True,
                        timeout=hglib.scale(20))
     assert rec.done.wait(hglib.scale(10)), "relay still open"
-    conn = backend.wait_count(1)[0]
+    conn = backend.wait_connections(1)[0]
     assert conn.closed.wait(hglib.scale(5))
     assert rec.up[:1] == b"\x16" and len(rec.up) > 100, rec.up[:20]
     hs_len = int.from_bytes(rec.up[3:5], "big")

@@ -110,19 +110,9 @@ def test_hostile_clients_leave_no_memory():
     if soft < BATCH + 100:
         resource.setrlimit(resource.RLIMIT_NOFILE,
                            (min(hard, NOFILE), hard))
-    backend = gwlib.Backend(name="never")
-    port = hglib.free_port()
-    gw = hglib.start_hubgate(f"""
-timeouts:
-  hello: 1s
-listeners:
-  - name: tls
-    bind: ["127.0.0.1:{port}"]
-routes:
-  - name: r
-    sni: ["hub.test"]
-    backend: "{backend.addr}"
-""")
+    backend = hglib.CaptureServer(name="never")
+    gw = hglib.start_sni_gateway(backend.addr, "hub.test",
+                                 extra="timeouts:\n  hello: 1s")
     addr = gw.listen_addrs[0]
     with open(f"/proc/{gw.proc.pid}/limits") as f:
         lim = [ln for ln in f if ln.startswith("Max open files")][0]

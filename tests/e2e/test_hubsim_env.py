@@ -1,6 +1,7 @@
 """hubsim as a drop-in for Microsoft's IoT Telemetry Simulator: its
 environment variables (IotHubConnectionString, DeviceCount, DevicePrefix,
-DeviceIndex, DeviceList, MessageCount, Interval, Intervals, Template) with
+DeviceIndex, DeviceList, MessageCount, Interval, Intervals, Template; the
+payload settings are in test_hubsim_templates.py) with
 its defaults and device ids (prefix + six digits), names in any case; flags
 win over the environment; a misspelt name gets a warning with a suggestion,
 a setting not implemented yet is named; bad values exit 2."""
@@ -127,7 +128,7 @@ def test_flags_win_over_environment():
 
 def test_misspelt_and_unsupported_names_warn():
     env = {"IotHubConnectionString": HUB_CS, "DeviceCont": "5",
-           "Intervall": "10", "Variables": "[]", "HG_UNRELATED": "1",
+           "Intervall": "10", "DuplicateEvery": "3", "HG_UNRELATED": "1",
            "DevicesPerContainer": "9"}
     res = tokens([], env)
     assert res.rc == 0, res
@@ -136,7 +137,8 @@ def test_misspelt_and_unsupported_names_warn():
             "DeviceCount?") in err
     assert "unknown setting Intervall in the environment; did you mean " \
            "Interval?" in err
-    assert "Variables (environment) is not supported by hubsim yet" in err
+    assert "DuplicateEvery (environment) is not supported by hubsim yet" \
+        in err
     # A name of the family, too far for a typo, still gets a warning.
     assert "unknown setting DevicesPerContainer" in err
     assert "HG_UNRELATED" not in err

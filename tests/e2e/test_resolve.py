@@ -20,27 +20,13 @@ import hglib  # noqa: E402
 TTL = 2
 
 
-def named(name, host, port):
-    return gwlib.Backend(host=host, port=port, reply=f"<{name}>".encode(),
-                         name=name)
-
-
 def landed(addr, sni="hub.test"):
     """A new connection through the gateway: the name of the backend that
     answered, or None when it was closed without a byte."""
     c = gwlib.Client(addr)
     try:
         c.send(gwlib.wire_hello(sni))
-        got = b""
-        c.sock.settimeout(hglib.scale(5))
-        try:
-            while b">" not in got:
-                chunk = c.sock.recv(64)
-                if not chunk:
-                    break
-                got += chunk
-        except ConnectionResetError:
-            pass
+        got = c.recv_reply(lambda b: b">" in b)
         return got.strip(b"<>").decode() or None
     finally:
         c.close()
@@ -52,7 +38,7 @@ def backends_on_same_port(hosts):
         made = []
         try:
             for h in hosts:
-                made.append(named(h.split(".")[-1], h, port))
+                made.append(gwlib.named_backend(h.split(".")[-1], h, port))
             return port, made
         except OSError:
             for b in made:
@@ -85,8 +71,8 @@ routes:
     hello = gwlib.wire_hello("hub.test")
     t.send(hello)
     assert t.recv_exactly(4) == b"<11>"
-    old = b11.wait_count(1)[0]
-    b11.wait_data(old, len(hello))
+    old = b11.wait_connections(1)[0]
+    b11.wait_bytes(old, len(hello))
     assert landed(addr) == "11"
 
     # Move the record. t_change is taken before the file is rewritten, so
@@ -124,7 +110,7 @@ routes:
 
     # The old tunnel still works, both ways.
     t.send(b"still-there")
-    b11.wait_data(old, len(hello) + 11)
+    b11.wait_bytes(old, len(hello) + 11)
     assert old.data == hello + b"still-there"
     old.send(b"and-back")
     assert t.recv_exactly(8) == b"and-back"
@@ -163,7 +149,7 @@ routes:
 
     # The tunnel to .11 is still there.
     t.send(b"x")
-    b11.wait_data(old, len(hello) + 12)
+    b11.wait_bytes(old, len(hello) + 12)
     t.close()
     gw.stop()
 
@@ -172,7 +158,7 @@ def test_first_address_refuses():
     # multi.test has .13 (nothing listens) and .14; one worker so that
     # connections start on each address in turn: every one must land on .14.
     port = gwlib.common_port(["127.0.0.13", "127.0.0.14"])
-    b14 = named("14", "127.0.0.14", port)
+    b14 = gwlib.named_backend("14", "127.0.0.14", port)
     dns = hglib.start_dnsmasq({"multi.test": ["127.0.0.13", "127.0.0.14"]},
                               ttl=60)
     rc, addrs = dns.query("multi.test")

@@ -1,6 +1,6 @@
 """Routing end to end: SNI rules of DESIGN.md, default_route, reload with a
-tunnel held open, backend port taken from the listener, half-close, and
-/readyz with SIGTERM.
+tunnel held open, backend port taken from the listener, half-close from
+either side, a refused backend connect, and /readyz with SIGTERM.
 
 Every capture backend sends its own name as soon as it accepts a
 connection, so the client knows where it landed; the backend's record of
@@ -10,7 +10,9 @@ bytes shows that what arrived is exactly what the client sent.
 import os
 import re
 import signal
+import socket
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -18,11 +20,6 @@ import gwlib  # noqa: E402
 import hglib  # noqa: E402
 
 TRAILER = b"\x17\x03\x03\x00\x04ping"
-
-
-def named_backend(name, host="127.0.0.1", port=0, **kw):
-    return gwlib.Backend(host=host, port=port, reply=f"<{name}>".encode(),
-                         name=name, **kw)
 
 
 def probe(gw, addr, sni, backends, listener="tls"):
@@ -35,16 +32,7 @@ def probe(gw, addr, sni, backends, listener="tls"):
     c = gwlib.Client(addr)
     c.send(data)
     # Read the backend's name, or the gateway's close.
-    got = b""
-    c.sock.settimeout(hglib.scale(5))
-    try:
-        while b">" not in got:
-            chunk = c.sock.recv(100)
-            if not chunk:
-                break
-            got += chunk
-    except ConnectionResetError:
-        pass
+    got = c.recv_reply(lambda b: b">" in b)
     if got == b"":
         c.close()
         for n, b in backends.items():
@@ -54,8 +42,8 @@ def probe(gw, addr, sni, backends, listener="tls"):
     assert m, f"{sni}: unexpected reply {got!r}"
     name = m.group(1).decode()
     b = backends[name]
-    conn = b.wait_count(counts[name] + 1)[counts[name]]
-    b.wait_data(conn, len(data))
+    conn = b.wait_connections(counts[name] + 1)[counts[name]]
+    b.wait_bytes(conn, len(data))
     c.close()
     assert conn.closed.wait(hglib.scale(5))
     assert conn.data == data, f"{sni}: {name} got other bytes"
@@ -67,7 +55,7 @@ def probe(gw, addr, sni, backends, listener="tls"):
 
 def test_sni_rules():
     names = ["hub", "other", "wild", "exact", "deep"]
-    bk = {n: named_backend(n) for n in names}
+    bk = {n: gwlib.named_backend(n) for n in names}
     port = hglib.free_port()
     gw = hglib.start_hubgate(f"""
 listeners:
@@ -130,7 +118,7 @@ routes:
 
 
 def test_default_route():
-    bk = {n: named_backend(n) for n in ("hub", "fallback")}
+    bk = {n: gwlib.named_backend(n) for n in ("hub", "fallback")}
     port = hglib.free_port()
     gw = hglib.start_hubgate(f"""
 listeners:
@@ -170,8 +158,8 @@ ROUTES_B = """
 
 
 def test_reload_keeps_tunnel():
-    a = gwlib.Backend(echo=True, name="a")
-    b = named_backend("b")
+    a = hglib.CaptureServer(echo=True, name="a")
+    b = gwlib.named_backend("b")
     port = hglib.free_port()
     head = f"""
 listeners:
@@ -230,10 +218,10 @@ routes:"""
     ping()
     # The tunnel's bytes went through unchanged and it is still the one
     # connection it was.
-    assert a.conns[0].data.startswith(hello)
+    assert a.connections[0].data.startswith(hello)
     t.close()
-    assert a.conns[0].closed.wait(hglib.scale(5))
-    assert len(a.conns[0].data) == len(hello) + sum(
+    assert a.connections[0].closed.wait(hglib.scale(5))
+    assert len(a.connections[0].data) == len(hello) + sum(
         len(f"ping-{i:04d}".encode() * 50) for i in range(1, seq[0] + 1))
     gw.stop()
 
@@ -244,7 +232,7 @@ def test_backend_port_from_listener():
     for _ in range(5):
         port = gwlib.common_port(["127.0.0.1", "127.0.0.21"])
         try:
-            bk = named_backend("same", host="127.0.0.21", port=port)
+            bk = gwlib.named_backend("same", host="127.0.0.21", port=port)
             break
         except OSError:
             continue
@@ -267,7 +255,7 @@ routes:
 
 def test_half_close():
     reply = os.urandom(200_000)
-    bk = gwlib.Backend(reply_on_eof=reply, name="half")
+    bk = hglib.CaptureServer(reply_on_eof=reply, name="half")
     port = hglib.free_port()
     gw = hglib.start_hubgate(f"""
 listeners:
@@ -286,7 +274,7 @@ routes:
     closed, rest, _ = c.wait_closed(hglib.scale(5))
     assert closed and rest == b"", (closed, len(rest))
     assert got == reply, "the reply after the half-close differs"
-    conn = bk.wait_count(1)[0]
+    conn = bk.wait_connections(1)[0]
     assert conn.eof, "the backend did not see the client's FIN"
     assert conn.data == sent, (len(conn.data), len(sent))
     line = gwlib.wait_access(gw, route="half",
@@ -302,23 +290,102 @@ routes:
     gw.stop()
 
 
-def test_readyz_and_sigterm():
-    # A short ready delay makes the 503 window certain; the drain itself is
-    # test_timeouts.py's.
-    bk = gwlib.Backend(echo=True, name="echo")
+def one_route_gateway(backend_addr, route):
     port = hglib.free_port()
-    gw = hglib.start_hubgate(f"""
+    return hglib.start_hubgate(f"""
 listeners:
   - name: tls
     bind: ["127.0.0.1:{port}"]
 routes:
-  - name: r
+  - name: {route}
     sni: ["hub.test"]
-    backend: "{bk.addr}"
+    backend: "{backend_addr}"
+""")
+
+
+def recv_to_eof(sock, timeout):
+    """Every byte until the peer's FIN; raises on a reset or a timeout."""
+    sock.settimeout(hglib.scale(timeout))
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_half_close_backend_first():
+    # The backend answers and half-closes first; the client keeps sending,
+    # then half-closes too. The gateway closes both sockets with a FIN
+    # each (never a reset), and every byte arrives both ways.
+    reply = os.urandom(100_000)
+    after = os.urandom(30_000)
+    sent = gwlib.wire_hello("hub.test")
+    ls = socket.create_server(("127.0.0.1", 0))
+    hglib.on_cleanup(ls.close, "half-close backend")
+    got = {}
+
+    def serve():
+        s, _ = ls.accept()
+        with s:
+            data = b""
+            s.settimeout(hglib.scale(10))
+            while len(data) < len(sent):
+                data += s.recv(65536)
+            s.sendall(reply)
+            s.shutdown(socket.SHUT_WR)
+            try:
+                got["data"] = data + recv_to_eof(s, 10)
+            except OSError as e:
+                got["error"] = repr(e)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    host, port = ls.getsockname()
+    gw = one_route_gateway(f"{host}:{port}", "back")
+    c = gwlib.Client(gw.listen_addrs[0])
+    c.send(sent)
+    assert recv_to_eof(c.sock, 10) == reply
+    c.send(after)
+    c.shutdown_write()
+    t.join(hglib.scale(10))
+    assert "error" not in got, got
+    assert got.get("data") == sent + after, len(got.get("data", b""))
+    line = gwlib.wait_access(gw, route="back",
+                             client=f"127.0.0.1:{c.local[1]}")
+    assert line["term"] == "--" and line["reason"] == "eof", line
+    assert line["bytes_up"] == str(len(sent) + len(after)), line
+    assert line["bytes_down"] == str(len(reply)), line
+    c.close()
+    gw.stop()
+
+
+def test_backend_refuses():
+    # A bound socket that never listens: every connect to it is refused.
+    hole = socket.socket()
+    hglib.on_cleanup(hole.close, "refusing port")
+    hole.bind(("127.0.0.1", 0))
+    host, port = hole.getsockname()
+    gw = one_route_gateway(f"{host}:{port}", "hole")
+    c = gwlib.Client(gw.listen_addrs[0])
+    c.send(gwlib.wire_hello("hub.test"))
+    closed, rest, _ = c.wait_closed(hglib.scale(5))
+    assert closed and rest == b"", (closed, rest)
+    line = gwlib.wait_access(gw, route="hole")
+    assert line["term"] == "SC" and line["reason"] == "connect_refused", line
+    assert line["backend"] == f"{host}:{port}", line
+    c.close()
+    gw.stop()
+
+
+def test_readyz_and_sigterm():
+    # A short ready delay makes the 503 window certain; the drain itself is
+    # test_timeouts.py's.
+    bk = hglib.CaptureServer(echo=True, name="echo")
+    gw = hglib.start_sni_gateway(bk.addr, "hub.test", extra="""
 shutdown:
   ready_delay: 1s
-  drain: 0s
-""")
+  drain: 0s""")
     for _ in range(3):
         assert gw.get("/readyz")[0] == 200
         assert gw.get("/healthz")[0] == 200
@@ -347,7 +414,7 @@ shutdown:
     assert 0.9 <= took < 1.0 + hglib.scale(2), f"exited {took:.2f} s after"
     closed, _, _ = t.wait_closed(hglib.scale(5))
     assert closed, "tunnel still open after hubgate exited"
-    line = gwlib.wait_access(gw, route="r")
+    line = gwlib.wait_access(gw, route="hub")
     assert line["term"] == "PD" and line["reason"] == "shutdown", line
 
 

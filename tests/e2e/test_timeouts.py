@@ -115,11 +115,25 @@ def test_keepalive_both_sides():
     data = hello()
     c.send_chunks([data])
     assert c.recv_exactly(len(data)) == data
-    lines = keepalive_timers(gw.proc.pid)
-    tunnel = [l for l in lines if "keepalive" in l]
-    # One socket toward the client, one toward the backend.
-    assert len(tunnel) == 2, lines
+    t0 = time.monotonic()
+
+    def both():
+        lines = keepalive_timers(gw.proc.pid)
+        tunnel = [l for l in lines if "keepalive" in l]
+        return tunnel if len(tunnel) == 2 else None
+
+    # One socket toward the client (inherited from the listener), one
+    # toward the backend, set within a second of connecting: 7 s / 8.
+    tunnel = hglib.wait_until(both, hglib.scale(5),
+                              what="keepalive on both sockets")
+    assert time.monotonic() - t0 < hglib.scale(3), tunnel
     assert any(backend.addr in l for l in tunnel), tunnel
+    for line in tunnel:  # tcp_keepalive's 7 s, not the kernel's 2 h
+        m = re.search(r"timer:\(keepalive,(?:(\d+)min)?([\d.]+)(ms|sec)",
+                      line)
+        assert m and not m.group(1), line
+        left = float(m.group(2)) / (1000 if m.group(3) == "ms" else 1)
+        assert left <= 7, line
     c.close()
     gw.stop()
 
