@@ -263,6 +263,21 @@ def cpu_ns_tree(pid):
     return total
 
 
+def kernel_ns_tree(pid):
+    """CPU time in ns spent in the kernel (system time) by pid and all its
+    descendants, from /proc/*/stat."""
+    tick = 1e9 / os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in proc_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                stat = f.read()
+            total += int(stat[stat.rindex(")") + 2:].split()[12]) * tick
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
 def busy_ns():
     """CPU time in ns all processes of the machine used (user, nice,
     system; not interrupts, which no process is charged with), from
@@ -278,6 +293,12 @@ def ours_ns():
     t = os.times()
     done = (t.children_user + t.children_system) * 1e9
     return cpu_ns_tree(os.getpid()) + done
+
+
+def children_ns():
+    """CPU time in ns of this process's children already waited for."""
+    t = os.times()
+    return (t.children_user + t.children_system) * 1e9
 
 
 class Foreign:
@@ -447,6 +468,9 @@ class Peer:
     def cpu_ns(self):
         return cpu_ns_tree(self.proc.pid)
 
+    def kernel_ns(self):
+        return kernel_ns_tree(self.proc.pid)
+
     def stop(self, graceful=False):
         """Stops the proxy; under strace, signals the traced child, so
         that strace sees it exit and writes its counts."""
@@ -476,6 +500,9 @@ class Direct(Peer):
         return 0
 
     def cpu_ns(self):
+        return None
+
+    def kernel_ns(self):
         return None
 
     def stop(self, graceful=False):
@@ -665,6 +692,7 @@ class Bench:
     def with_peer(self, name, mode, tag, fn):
         """Fresh backend and proxy around fn(peer); both stopped after."""
         backend = Backend(self.tools, self.out, mode)
+        self.backend = backend
         peer = self.peer(name)
         try:
             conf = peer.start(backend.port, tag)
@@ -733,10 +761,15 @@ class Bench:
 
     def _msgs(self, peer):
         conns = self.size("msgs_conns")
-        cpu = {}
+        cpu, kernel, tools = {}, {}, {}
 
         def on_mark(ev, proc):
             cpu[ev["name"]] = peer.cpu_ns()
+            kernel[ev["name"]] = peer.kernel_ns()
+            # The load generator and the backend share the machine with
+            # the proxy: what they use bounds what is left for it.
+            tools[ev["name"]] = (cpu_ns_tree(proc.pid) +
+                                 cpu_ns_tree(self.backend.proc.pid))
 
         r = hgload_events(self.tools, peer.addr, "msgs",
                           ["--conns", conns, "--rate", self.size("msgs_rate"),
@@ -748,16 +781,22 @@ class Bench:
             raise RuntimeError(f"msgs: {r}")
         lat = r["paced"]["latency"]
 
-        def per_msg(start, end, msgs):
-            if cpu.get(start) is None or cpu.get(end) is None or not msgs:
+        def per_msg(start, end, msgs, of=cpu):
+            if of.get(start) is None or of.get(end) is None or not msgs:
                 return None
-            return (cpu[end] - cpu[start]) / msgs / 1000
+            return (of[end] - of[start]) / msgs / 1000
 
+        sat = r["saturation"]["done"]
         return {"cpu_us_per_msg": per_msg("paced", "paced_end",
                                           r["paced"]["done"]),
                 "cpu_us_per_msg_sat": per_msg("saturation",
-                                              "saturation_end",
-                                              r["saturation"]["done"]),
+                                              "saturation_end", sat),
+                "kernel_us_per_msg_sat": per_msg("saturation",
+                                                 "saturation_end", sat,
+                                                 kernel),
+                "tools_us_per_msg_sat": per_msg("saturation",
+                                                "saturation_end", sat,
+                                                tools),
                 "msgs_per_s": r["saturation"]["msgs_per_s"],
                 "p50_us": lat["p50_us"], "p99_us": lat["p99_us"],
                 "p999_us": lat["p999_us"],
@@ -811,10 +850,13 @@ class Bench:
             lo, hi = (mid, hi) if clean else (lo, mid)
         best = max([s["achieved"] for s in st["steps"] if s["clean"]],
                    default=0.0)
-        at = [s["cpu_us_per_conn"] for s in st["steps"]
+        at = [s for s in st["steps"]
               if s["rate"] == self.size("storm_cpu_rate")]
         return {"conns_per_s": best, "steps": st["steps"],
-                "stop": st["stop"], "cpu_us_per_conn": at[0] if at else None}
+                "stop": st["stop"],
+                **{k: at[0][k] if at else None
+                   for k in ("cpu_us_per_conn", "kernel_us_per_conn",
+                             "tools_us_per_conn")}}
 
     def _storm_step(self, peer, rate, st):
         """One step; True when clean, None when the total is reached."""
@@ -823,14 +865,19 @@ class Bench:
         if st["total"] + count > self.size("storm_total"):
             st["stop"] = "total bound reached"
             return None
-        cpu0 = peer.cpu_ns()
+        cpu0, k0 = peer.cpu_ns(), peer.kernel_ns()
+        t0 = children_ns() + cpu_ns_tree(self.backend.proc.pid)
         r = hgload(self.tools, peer.addr, "storm",
                    ["--rate", rate, "--duration", step_s, "--max-conns",
                     count, "--src-ips", 16, "--timeout-ms", 2000],
                    self.out, 60)
-        cpu1 = peer.cpu_ns()
-        cpu_us = (cpu1 - cpu0) / r["ok"] / 1000 \
-            if cpu0 is not None and r["ok"] else None
+        cpu1, k1 = peer.cpu_ns(), peer.kernel_ns()
+        t1 = children_ns() + cpu_ns_tree(self.backend.proc.pid)
+        ok = r["ok"]
+        cpu_us = (cpu1 - cpu0) / ok / 1000 \
+            if cpu0 is not None and ok else None
+        kernel_us = (k1 - k0) / ok / 1000 if k0 is not None and ok else None
+        tools_us = (t1 - t0) / ok / 1000 if ok else None
         st["total"] += r["started"]
         errs = {k: v for k, v in r["errors"].items() if v}
         p99_ms = r["latency"]["p99_us"] / 1000
@@ -840,7 +887,9 @@ class Bench:
         st["steps"].append({"rate": rate, "ok": r["ok"], "due": r["due"],
                             "achieved": r["achieved_per_s"], "errors": errs,
                             "clean": clean, "p99_ms": p99_ms,
-                            "cpu_us_per_conn": cpu_us})
+                            "cpu_us_per_conn": cpu_us,
+                            "kernel_us_per_conn": kernel_us,
+                            "tools_us_per_conn": tools_us})
         if errs:
             st["stop"] = f"errors at {rate:,}/s: {errs}"
         elif short or slow:
@@ -985,9 +1034,11 @@ def run_all(args, tools, out, peers):
 def summary_line(w, r):
     keys = {"idle": ["bytes_per_tunnel"],
             "msgs": ["msgs_per_s", "p50_us", "p99_us", "p999_us",
-                     "cpu_us_per_msg", "cpu_us_per_msg_sat"],
+                     "cpu_us_per_msg", "cpu_us_per_msg_sat",
+                     "kernel_us_per_msg_sat", "tools_us_per_msg_sat"],
             "bulk": [k for k in r if k.startswith("bytes_per_s")],
-            "storm": ["conns_per_s", "stop", "cpu_us_per_conn"],
+            "storm": ["conns_per_s", "stop", "cpu_us_per_conn",
+                      "kernel_us_per_conn", "tools_us_per_conn"],
             "cpu": ["ir_per_msg", "syscalls_per_msg"]}[w]
     return ", ".join(f"{k}={r.get(k)}" for k in keys)
 
@@ -1123,6 +1174,86 @@ def targets_table(results):
                     f"{fmt(x, kinds[key])} | {ratio:.2f} | "
                     f"{'yes' if ok else '**no**'} |")
     return "\n".join(rows)
+
+
+def target_met(results, text):
+    """True or False for a target of TARGETS by its text; None unmeasured."""
+    for t, w, key, added, other, bound, at_most in TARGETS:
+        if t != text:
+            continue
+        h = value(results, w, "hubgate", key, added)
+        x = value(results, w, other, key, added)
+        if h is None or x is None or x <= 0:
+            return None
+        return h / x <= bound if at_most else h / x >= bound
+    return None
+
+
+def limits_section(results):
+    """For each throughput target missed, what this run's figures say
+    limits it: the load generator and the backend share the machine with
+    the proxy, so the rate is the machine's cores divided by the CPU all of
+    them spend on one message (or connection)."""
+    cores = os.cpu_count() or 1
+    out = []
+
+    def budget(what, unit, rate, tools, own, kernel, other_cpu):
+        goal = 1.3 * rate
+        machine = cores * 1e6 / goal
+        left = machine - tools
+        # System time comes in clock ticks: over a short window it can
+        # round past the schedstat total.
+        share = (f" ({min(100, round(100 * kernel / own))} % of it in the "
+                 "kernel)" if kernel is not None and own else "")
+        text = (f"Through hubgate, one {unit} cost {tools:.1f} µs of CPU in "
+                f"the load generator and the backend and {own:.1f} µs in "
+                f"hubgate{share}; through HAProxy, {other_cpu:.1f} µs in "
+                f"HAProxy. At 1.3 × HAProxy's rate ({goal:,.0f}/s) the "
+                f"{cores} cores have {machine:.1f} µs per {unit} in all, "
+                f"which leaves hubgate {left:.1f} µs")
+        if left <= 0:
+            return text + (": nothing, since the load generator and the "
+                           "backend alone would use up the machine.")
+        return text + f", {100 * (1 - left / own):.0f} % less than it uses."
+
+    msgs = "small messages/s ≥ 1.3 × HAProxy"
+    h = {k: med(results, "msgs", "hubgate", k) for k in (
+        "tools_us_per_msg_sat", "cpu_us_per_msg_sat",
+        "kernel_us_per_msg_sat")}
+    x_rate = med(results, "msgs", "haproxy", "msgs_per_s")
+    x_cpu = med(results, "msgs", "haproxy", "cpu_us_per_msg_sat")
+    if target_met(results, msgs) is False and None not in (
+            h["tools_us_per_msg_sat"], h["cpu_us_per_msg_sat"], x_rate,
+            x_cpu):
+        calls = med(results, "cpu", "hubgate", "syscalls_per_msg")
+        instr = med(results, "cpu", "hubgate", "ir_per_msg")
+        out += [f"**{msgs}.** " + budget(
+            msgs, "message", x_rate, h["tools_us_per_msg_sat"],
+            h["cpu_us_per_msg_sat"], h["kernel_us_per_msg_sat"], x_cpu)]
+        if calls is not None and instr is not None:
+            out[-1] += (f" Per message hubgate makes {calls:.2f} system "
+                        "calls (one read and one write in each direction, "
+                        "and a share of epoll_wait: the fewest an epoll "
+                        f"proxy can) and runs {instr:,.0f} instructions in "
+                        "user space; what remains is the kernel's TCP work "
+                        "on loopback, where the sender also pays for the "
+                        "receiver's side.")
+        out.append("")
+    storm = "new connections/s ≥ 1.3 × HAProxy"
+    h = {k: med(results, "storm", "hubgate", k) for k in (
+        "tools_us_per_conn", "cpu_us_per_conn", "kernel_us_per_conn")}
+    x_rate = med(results, "storm", "haproxy", "conns_per_s")
+    x_cpu = med(results, "storm", "haproxy", "cpu_us_per_conn")
+    if target_met(results, storm) is False and None not in (
+            h["tools_us_per_conn"], h["cpu_us_per_conn"], x_rate, x_cpu):
+        out += [f"**{storm}.** " + budget(
+            storm, "connection", x_rate, h["tools_us_per_conn"],
+            h["cpu_us_per_conn"], h["kernel_us_per_conn"], x_cpu) +
+            " (CPU measured at the fixed storm step.) A proxy accepts one "
+            "TCP connection and opens another for each, so it pays for two "
+            "handshakes and two closes; on loopback it is also charged "
+            "with its peers' side of each packet.", ""]
+    return "\n".join(out)
 
 
 def rounds_table(results, peers):
@@ -1325,8 +1456,11 @@ def report(args, tools, results, configs, peers, missing, failures, info,
         out += [f"- {f}" for f in failures]
     out += ["", "## Results", "", summary_table(results, peers), "",
             foreign_note(results), "",
-            "Targets for hubgate:", "", targets_table(results), "",
-            "## Every round", "", rounds_table(results, peers), ""]
+            "Targets for hubgate:", "", targets_table(results), ""]
+    limits = limits_section(results)
+    if limits:
+        out += ["### What limits the targets missed", "", limits]
+    out += ["## Every round", "", rounds_table(results, peers), ""]
     if "storm" in results:
         out += ["## Connection storm steps", "", storm_table(results, peers),
                 ""]
