@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hs_amqp.h"
 #include "hs_log.h"
 #include "hs_mqtt.h"
 #include "hs_sas.h"
@@ -27,6 +28,9 @@ static const char *const hs__state_names[] = {
     "tcp connect",
     "tls handshake",
     "websocket upgrade",
+    "waiting for the AMQP connection",
+    "waiting for the put-token status",
+    "waiting for the link attach",
     "waiting for CONNACK",
     "waiting for SUBACK",
     "publishing",
@@ -64,10 +68,16 @@ static bool hs__on_connack(struct hs_device *d,
                            const struct hs_mqtt_connack *c);
 static bool hs__on_suback(struct hs_device *d, const struct hs_mqtt_suback *s);
 static bool hs__on_puback(struct hs_device *d, uint16_t id);
+static bool hs__acked(struct hs_device *d, uint32_t i, bool accepted);
+static void hs__connected(struct hs_device *d);
+static bool hs__amqp(const struct hs_device *d);
 static bool hs__on_c2d(struct hs_device *d, const struct hs_mqtt_publish *p);
 static bool hs__run_start(struct hs_device *d);
 static void hs__publish_due(struct hs_device *d);
 static bool hs__publish(struct hs_device *d);
+static bool hs__publish_amqp(struct hs_device *d, const uint8_t *payload,
+                             size_t len);
+static uint16_t hs__next_id(struct hs_device *d);
 static bool hs__resend(struct hs_device *d);
 static void hs__drain(struct hs_device *d);
 static void hs__finish(struct hs_device *d);
@@ -80,9 +90,6 @@ static void hs__fail(struct hs_device *d, enum hs_err kind, const char *fmt,
 static void hs__drop(struct hs_device *d, bool graceful);
 static void hs__after_drop(struct hs_device *d, bool failed);
 static void hs__ka_arm(struct hs_device *d);
-static enum hs_err hs__errno_kind(int err);
-static bool hs__buf_add(struct hs_buf *b, const uint8_t *data, size_t len);
-static void hs__buf_free(struct hs_buf *b);
 
 /* ------------------------------------------------------------------ */
 /* Life cycle                                                          */
@@ -119,7 +126,7 @@ int hs_device_init(struct hs_device *d, struct hs_worker *w, const char *id,
 
 void hs_device_deinit(struct hs_device *d)
 {
-    if (d->io.fd >= 0)
+    if (d->io.fd >= 0 || d->conn != NULL)
         hs__drop(d, false);
     for (uint32_t i = 0; i < d->ninflight; i++)
         free(d->inflight[i].pkt);
@@ -233,8 +240,13 @@ static void hs__connect(struct hs_device *d)
     hs__set_state(d, HS_DEV_TCP);
     d->t_start_us = hs__now_us();
     hg_timer_start(&d->w->loop, &d->timer, cfg->connect_timeout_ms);
+    if (hs__amqp(d)) {
+        hs__set_state(d, HS_DEV_POOL);
+        hs_amqp_device_open(d);
+        return;
+    }
     if (hs__socket(d, &err) < 0) {
-        hs__fail(d, hs__errno_kind(err), "connect: %s", strerror(err));
+        hs__fail(d, hs_err_from_errno(err), "connect: %s", strerror(err));
         return;
     }
     d->events = EPOLLOUT;
@@ -288,7 +300,7 @@ static void hs__tcp_done(struct hs_device *d)
     if (getsockopt(d->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
         err = errno;
     if (err != 0) {
-        hs__fail(d, hs__errno_kind(err), "connect: %s", strerror(err));
+        hs__fail(d, hs_err_from_errno(err), "connect: %s", strerror(err));
         return;
     }
     d->t_tcp_us = hs__now_us();
@@ -353,7 +365,8 @@ static void hs__tls_fail(struct hs_device *d, const struct hs_tls_failure *f)
                  "%s: %s", phase, f->reason);
         break;
     case HS_TLS_F_RESET:
-        hs__fail(d, hs__errno_kind(f->errno_value), "%s: %s", phase, f->reason);
+        hs__fail(d, hs_err_from_errno(f->errno_value), "%s: %s", phase,
+                 f->reason);
         break;
     }
 }
@@ -403,7 +416,7 @@ static bool hs__ws_answer(struct hs_device *d)
     bool alive = hs__mqtt_start(d);
     if (alive && rest.len > rest.off)
         alive = hs__ws_input(d, rest.data + rest.off, rest.len - rest.off);
-    hs__buf_free(&rest);
+    hs_buf_free(&rest);
     return alive;
 }
 
@@ -474,6 +487,9 @@ static void hs__on_timer(struct hg_loop *loop, struct hg_timer *t)
         return;
     case HS_DEV_TLS:
     case HS_DEV_WS:
+    case HS_DEV_POOL:
+    case HS_DEV_CBS:
+    case HS_DEV_LINK:
     case HS_DEV_MQTT:
     case HS_DEV_SUB:
         hs__fail(d, HS_ERR_TIMEOUT, "%s for more than %" PRIu64 " ms",
@@ -513,7 +529,7 @@ static void hs__on_ka(struct hg_loop *loop, struct hg_timer *t)
             return;
         }
     }
-    if (cfg->keepalive_s && !d->ping_out &&
+    if (cfg->keepalive_s && !d->ping_out && !hs__amqp(d) &&
         loop->now >= d->last_send + cfg->keepalive_s * 1000ull) {
         uint8_t *pkt = d->w->wbuf + HS_HEADROOM;
         size_t n = hs_mqtt_empty_encode(pkt, 2, HS_MQTT_PINGREQ);
@@ -535,7 +551,7 @@ static void hs__ka_arm(struct hs_device *d)
         return;
     if (d->ping_out)
         next = d->ping_sent + cfg->ack_timeout_ms;
-    else if (cfg->keepalive_s)
+    else if (cfg->keepalive_s && !hs__amqp(d))
         next = d->last_send + cfg->keepalive_s * 1000ull;
     if (d->renew_at && d->state == HS_DEV_RUN && d->renew_at < next)
         next = d->renew_at;
@@ -594,7 +610,7 @@ static bool hs__send(struct hs_device *d, const uint8_t *data, size_t len)
             break;
         off += n;
     }
-    if (off < len && !hs__buf_add(&d->out, data + off, len - off)) {
+    if (off < len && !hs_buf_add(&d->out, data + off, len - off)) {
         hs__fail(d, HS_ERR_LOCAL, "no memory for the send queue");
         return false;
     }
@@ -637,7 +653,7 @@ static bool hs__flush(struct hs_device *d)
         d->out.off += n;
     }
     if (d->out.off == d->out.len)
-        hs__buf_free(&d->out);
+        hs_buf_free(&d->out);
     return hs__update_events(d);
 }
 
@@ -668,7 +684,7 @@ static void hs__read(struct hs_device *d)
 static bool hs__input(struct hs_device *d, const uint8_t *data, size_t len)
 {
     if (d->state == HS_DEV_WS) {
-        if (!hs__buf_add(&d->in, data, len)) {
+        if (!hs_buf_add(&d->in, data, len)) {
             hs__fail(d, HS_ERR_LOCAL, "no memory for input");
             return false;
         }
@@ -726,13 +742,13 @@ static bool hs__mqtt_input(struct hs_device *d, const uint8_t *data, size_t len)
     if (d->in.len == d->in.off) {
         if (!hs__mqtt_packets(d, data, len, &used))
             return false;
-        if (used < len && !hs__buf_add(&d->in, data + used, len - used)) {
+        if (used < len && !hs_buf_add(&d->in, data + used, len - used)) {
             hs__fail(d, HS_ERR_LOCAL, "no memory for input");
             return false;
         }
         return true;
     }
-    if (!hs__buf_add(&d->in, data, len)) {
+    if (!hs_buf_add(&d->in, data, len)) {
         hs__fail(d, HS_ERR_LOCAL, "no memory for input");
         return false;
     }
@@ -741,7 +757,7 @@ static bool hs__mqtt_input(struct hs_device *d, const uint8_t *data, size_t len)
         return false;
     d->in.off += used;
     if (d->in.off == d->in.len)
-        hs__buf_free(&d->in);
+        hs_buf_free(&d->in);
     return true;
 }
 
@@ -812,17 +828,7 @@ static bool hs__on_connack(struct hs_device *d, const struct hs_mqtt_connack *c)
                  hs_mqtt_connack_text(c->code));
         return false;
     }
-    hs_stats_latency(st, &st->connect_all, hs__now_us() - d->t_start_us);
-    hs_stat_add(&st->connects, 1);
-    if (d->renewing)
-        hs_stat_add(&st->renewals, 1);
-    else if (d->ever_connected)
-        hs_stat_add(&st->reconnects, 1);
-    if (d->storm_hit)
-        hs_stat_add(&st->storm_reconnects, 1);
-    d->ever_connected = true;
-    d->renewing = d->storm_hit = false;
-    d->failures = 0;
+    hs__connected(d);
     if (!cfg->c2d)
         return hs__run_start(d);
     char filter[HS_DEVICE_ID_MAX + 64];
@@ -842,6 +848,23 @@ static bool hs__on_connack(struct hs_device *d, const struct hs_mqtt_connack *c)
     return true;
 }
 
+/* Accepted by the hub (CONNACK, or an AMQP link attached). */
+static void hs__connected(struct hs_device *d)
+{
+    struct hs_stats *st = &d->w->stats;
+    hs_stats_latency(st, &st->connect_all, hs__now_us() - d->t_start_us);
+    hs_stat_add(&st->connects, 1);
+    if (d->renewing)
+        hs_stat_add(&st->renewals, 1);
+    else if (d->ever_connected)
+        hs_stat_add(&st->reconnects, 1);
+    if (d->storm_hit)
+        hs_stat_add(&st->storm_reconnects, 1);
+    d->ever_connected = true;
+    d->renewing = d->storm_hit = false;
+    d->failures = 0;
+}
+
 static bool hs__on_suback(struct hs_device *d, const struct hs_mqtt_suback *s)
 {
     if (d->state != HS_DEV_SUB || s->packet_id != d->sub_id) {
@@ -858,7 +881,6 @@ static bool hs__on_suback(struct hs_device *d, const struct hs_mqtt_suback *s)
 
 static bool hs__on_puback(struct hs_device *d, uint16_t id)
 {
-    struct hs_stats *st = &d->w->stats;
     uint32_t i = 0;
     while (i < d->ninflight && d->inflight[i].id != id)
         i++;
@@ -866,11 +888,25 @@ static bool hs__on_puback(struct hs_device *d, uint16_t id)
         hs__fail(d, HS_ERR_PROTOCOL, "PUBACK %u for no message in flight", id);
         return false;
     }
-    hs_stats_latency(st, &st->puback_all,
-                     hs__now_us() - d->inflight[i].sent_us);
+    return hs__acked(d, i, true);
+}
+
+/*
+ * In-flight message i is settled: acknowledged (its latency measured), or
+ * else lost. Returns false when that finished the device.
+ */
+static bool hs__acked(struct hs_device *d, uint32_t i, bool accepted)
+{
+    struct hs_stats *st = &d->w->stats;
+    if (accepted) {
+        hs_stats_latency(st, &st->puback_all,
+                         hs__now_us() - d->inflight[i].sent_us);
+        hs_stat_add(&st->acked, 1);
+    } else {
+        hs_stat_add(&st->lost, 1);
+    }
     free(d->inflight[i].pkt);
     d->inflight[i] = d->inflight[--d->ninflight];
-    hs_stat_add(&st->acked, 1);
     if (d->state == HS_DEV_DRAIN && d->ninflight == 0) {
         if (d->renewing)
             hs__renew_now(d);
@@ -972,16 +1008,15 @@ static bool hs__publish(struct hs_device *d)
                                   .rng = &w->rng};
     clock_gettime(CLOCK_REALTIME, &ctx.now);
     hs_payload_message(&cfg->payload, d->index, &ctx, &msg);
+    if (hs__amqp(d))
+        return hs__publish_amqp(d, msg.payload, msg.len);
     struct hs_mqtt_publish pub = {.topic = {msg.topic, msg.topic_len},
                                   .payload = msg.payload,
                                   .payload_len = msg.len,
                                   .qos = cfg->qos};
     struct hs_inflight m = {.sent_us = hs__now_us()};
-    if (cfg->qos > 0) {
-        m.id = pub.packet_id = d->next_id++;
-        if (d->next_id == 0)
-            d->next_id = 1;
-    }
+    if (cfg->qos > 0)
+        m.id = pub.packet_id = hs__next_id(d);
     uint8_t *pkt = w->wbuf + HS_HEADROOM;
     size_t n = hs_mqtt_publish_encode(pkt, HS_WBUF_SIZE - HS_HEADROOM, &pub);
     if (cfg->qos > 0) {
@@ -1000,6 +1035,35 @@ static bool hs__publish(struct hs_device *d)
     hs_stat_add(&w->stats.sent, 1);
     if (!hs__send_packet(d, HS_WS_BINARY, pkt, n))
         return false;
+    if (d->ninflight == 1)
+        hs__ka_arm(d);
+    return true;
+}
+
+/* The next packet id or delivery tag (never 0). */
+static uint16_t hs__next_id(struct hs_device *d)
+{
+    uint16_t id = d->next_id++;
+    if (d->next_id == 0)
+        d->next_id = 1;
+    return id;
+}
+
+/* One telemetry message as a delivery on the device's AMQP link. */
+static bool hs__publish_amqp(struct hs_device *d, const uint8_t *payload,
+                             size_t len)
+{
+    struct hs_worker *w = d->w;
+    struct hs_inflight m = {.sent_us = hs__now_us(), .id = hs__next_id(d)};
+    if (!hs_amqp_send(d, payload, len, m.id)) {
+        hs__fail(d, HS_ERR_LOCAL, "message too large for AMQP");
+        return false;
+    }
+    if (w->run->cfg->qos > 0)
+        d->inflight[d->ninflight++] = m;
+    d->sent++;
+    d->last_send = w->loop.now;
+    hs_stat_add(&w->stats.sent, 1);
     if (d->ninflight == 1)
         hs__ka_arm(d);
     return true;
@@ -1052,6 +1116,10 @@ static void hs__finish(struct hs_device *d)
  */
 static bool hs__goodbye(struct hs_device *d)
 {
+    if (hs__amqp(d)) {
+        hs__drop(d, true); /* detach; the last device closes the connection */
+        return true;
+    }
     uint8_t *pkt = d->w->wbuf + HS_HEADROOM;
     size_t n = hs_mqtt_empty_encode(pkt, 2, HS_MQTT_DISCONNECT);
     if (!hs__send_packet(d, HS_WS_BINARY, pkt, n))
@@ -1153,6 +1221,8 @@ static void hs__drop(struct hs_device *d, bool graceful)
     struct hg_loop *loop = &d->w->loop;
     hg_timer_stop(loop, &d->timer);
     hg_timer_stop(loop, &d->ka);
+    if (d->conn != NULL)
+        hs_amqp_device_drop(d, graceful);
     if (d->ssl != NULL) {
         if (graceful)
             hs_tls_close(d->ssl);
@@ -1166,11 +1236,11 @@ static void hs__drop(struct hs_device *d, bool graceful)
         d->io.fd = -1;
     }
     d->events = 0;
-    hs__buf_free(&d->out);
-    hs__buf_free(&d->in);
+    hs_buf_free(&d->out);
+    hs_buf_free(&d->in);
     free(d->ws);
     d->ws = NULL;
-    if (!d->w->run->cfg->resend)
+    if (!d->w->run->cfg->resend || hs__amqp(d))
         hs__inflight_lost(d);
     d->blocked = d->ping_out = d->want_out = false;
 }
@@ -1205,59 +1275,57 @@ static void hs__after_drop(struct hs_device *d, bool failed)
     hg_timer_start(&d->w->loop, &d->timer, delay);
 }
 
-static enum hs_err hs__errno_kind(int err)
-{
-    switch (err) {
-    case ECONNREFUSED:
-        return HS_ERR_TCP_REFUSED;
-    case ECONNRESET:
-    case EPIPE:
-    case ECONNABORTED:
-        return HS_ERR_TCP_RESET;
-    case ETIMEDOUT:
-        return HS_ERR_TCP_TIMEOUT;
-    case EMFILE:
-    case ENFILE:
-    case ENOBUFS:
-    case ENOMEM:
-    case EADDRNOTAVAIL:
-    case EADDRINUSE:
-    case EAFNOSUPPORT:
-        return HS_ERR_LOCAL;
-    default:
-        return HS_ERR_TCP_OTHER;
-    }
-}
-
 /* ------------------------------------------------------------------ */
-/* Buffers                                                             */
+/* AMQP                                                                */
 /* ------------------------------------------------------------------ */
 
-/* Appends, growing (and first compacting) as needed. */
-static bool hs__buf_add(struct hs_buf *b, const uint8_t *data, size_t len)
+static bool hs__amqp(const struct hs_device *d)
 {
-    if (b->off > 0 && b->len + len > b->cap) {
-        memmove(b->data, b->data + b->off, b->len - b->off);
-        b->len -= b->off;
-        b->off = 0;
-    }
-    if (b->len + len > b->cap) {
-        size_t cap = b->cap ? b->cap : 512;
-        while (cap < b->len + len)
-            cap *= 2;
-        uint8_t *n = realloc(b->data, cap);
-        if (n == NULL)
-            return false;
-        b->data = n;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, data, len);
-    b->len += len;
-    return true;
+    return d->w->run->cfg->protocol >= HS_PROTO_AMQP;
 }
 
-static void hs__buf_free(struct hs_buf *b)
+void hs_device_amqp_state(struct hs_device *d, enum hs_dev_state s)
 {
-    free(b->data);
-    memset(b, 0, sizeof(*b));
+    hs__set_state(d, s);
+}
+
+void hs_device_amqp_up(struct hs_device *d)
+{
+    if (d->state != HS_DEV_LINK)
+        return;
+    hs__connected(d);
+    hs__run_start(d);
+}
+
+void hs_device_amqp_ack(struct hs_device *d, uint16_t id, bool accepted,
+                        const char *state)
+{
+    uint32_t i = 0;
+    while (i < d->ninflight && d->inflight[i].id != id)
+        i++;
+    if (i == d->ninflight)
+        return; /* settled after its connection attempt had been given up */
+    if (!accepted)
+        hs_stats_error(&d->w->stats, HS_ERR_AMQP_REJECTED, d->id,
+                       "message %u settled as %s", id, state);
+    hs__acked(d, i, accepted);
+}
+
+void hs_device_amqp_fail(struct hs_device *d, enum hs_err kind, const char *fmt,
+                         ...)
+{
+    char text[HS_SAMPLE_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    hs__fail(d, kind, "%s", text);
+}
+
+void hs_device_amqp_lost(struct hs_device *d)
+{
+    if (d->state == HS_DEV_DONE)
+        return;
+    hs__drop(d, false);
+    hs__after_drop(d, true);
 }

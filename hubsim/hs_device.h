@@ -6,6 +6,14 @@
  *     ^                                              |
  *     +---- back-off (exponential, full jitter) <----+ on any failure
  *
+ * Over AMQP the device shares its group's connection (hs_amqp) instead:
+ *
+ *   IDLE -> POOL -> [CBS] -> LINK -> RUN -> DRAIN -> DONE
+ *
+ * POOL waits for the connection, CBS for the put-token status, LINK for the
+ * sender link's attach; the schedule, the in-flight window, the losses and
+ * the back-off are the same as over MQTT.
+ *
  * TCP connects to the run's address; TLS sends the hub's name as SNI and
  * checks the certificate for it; WS is the HTTP upgrade for mqtt-ws; MQTT
  * waits for CONNACK; SUB for the C2D SUBACK. RUN publishes on a fixed-rate
@@ -25,9 +33,11 @@
 #include <stdint.h>
 
 #include <openssl/ssl.h>
+#include <proton/link.h>
 
 #include "hg_loop.h"
 
+#include "hs_buf.h"
 #include "hs_opts.h"
 #include "hs_worker.h"
 #include "hs_ws.h"
@@ -37,19 +47,14 @@ enum hs_dev_state {
     HS_DEV_TCP,   /* TCP connect in progress */
     HS_DEV_TLS,   /* TLS handshake */
     HS_DEV_WS,    /* upgrade request sent, reading the answer */
+    HS_DEV_POOL,  /* AMQP: waiting for the shared connection */
+    HS_DEV_CBS,   /* AMQP: put-token sent, waiting for its status */
+    HS_DEV_LINK,  /* AMQP: sender link attach sent */
     HS_DEV_MQTT,  /* CONNECT sent, waiting for CONNACK */
     HS_DEV_SUB,   /* SUBSCRIBE sent, waiting for SUBACK */
     HS_DEV_RUN,   /* publishing */
     HS_DEV_DRAIN, /* nothing left to send; waiting for PUBACKs */
     HS_DEV_DONE,  /* finished for good */
-};
-
-/* Bytes not yet written, or a packet not yet whole: data[off..len). */
-struct hs_buf {
-    uint8_t *data;
-    size_t off;
-    size_t len;
-    size_t cap;
 };
 
 /* A QoS 1 message not yet acknowledged. */
@@ -93,6 +98,10 @@ struct hs_device {
     uint16_t sub_id;
     struct hs_inflight *inflight;
     uint32_t ninflight;
+    struct hs_amqp_conn *conn; /* AMQP: the shared connection held */
+    pn_link_t *link;           /* AMQP: this device's sender link */
+    uint64_t cbs_id;           /* AMQP: the put-token request waited for */
+    bool amqp_waiting;         /* AMQP: to begin once the connection is up */
 };
 
 /* Sets d up as device id of w; returns 0 or -ENOMEM. */
@@ -121,5 +130,18 @@ bool hs_device_storm(struct hs_device *d);
 const char *hs_device_password(const struct hs_config *cfg,
                                const char *device_id, uint64_t now_s, char *buf,
                                size_t cap);
+
+/* AMQP: what the shared connection tells its device (see hs_amqp). */
+void hs_device_amqp_state(struct hs_device *d, enum hs_dev_state s);
+/* The link is attached: the device is connected and publishes. */
+void hs_device_amqp_up(struct hs_device *d);
+/* A disposition for message id: acknowledged when accepted. */
+void hs_device_amqp_ack(struct hs_device *d, uint16_t id, bool accepted,
+                        const char *state);
+/* The device's own failure (CBS refused, link detached): counted. */
+void hs_device_amqp_fail(struct hs_device *d, enum hs_err kind, const char *fmt,
+                         ...) __attribute__((format(printf, 3, 4)));
+/* The connection failed (counted once there): back off like the rest. */
+void hs_device_amqp_lost(struct hs_device *d);
 
 #endif

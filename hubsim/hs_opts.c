@@ -33,6 +33,11 @@ enum hs__id {
     O_CAFILE,
     O_WS_PATH,
     O_BIND,
+    O_DEVS_PER_CONN,
+    O_AMQP_AUTH,
+    O_AMQP_USER,
+    O_AMQP_PASSWORD,
+    O_AMQP_ADDRESS,
     O_DEVICES,
     O_PREFIX,
     O_INDEX,
@@ -119,6 +124,11 @@ static const struct hs__opt hs__opts[O_N] = {
     [O_CAFILE] = {"cafile", NULL, true},
     [O_WS_PATH] = {"ws-path", NULL, true},
     [O_BIND] = {"bind", NULL, true},
+    [O_DEVS_PER_CONN] = {"devices-per-connection", NULL, true},
+    [O_AMQP_AUTH] = {"amqp-auth", NULL, true},
+    [O_AMQP_USER] = {"amqp-user", NULL, true},
+    [O_AMQP_PASSWORD] = {"amqp-password", NULL, true},
+    [O_AMQP_ADDRESS] = {"amqp-address", NULL, true},
     [O_DEVICES] = {"devices", "DeviceCount", true},
     [O_PREFIX] = {"prefix", "DevicePrefix", true},
     [O_INDEX] = {"index", "DeviceIndex", true},
@@ -192,12 +202,22 @@ static const char hs__usage[] =
     "  --hub NAME               hub host name: SNI, certificate, user name\n"
     "  --connection-string CS   hub policy or device connection string\n"
     "                           [IotHubConnectionString]\n"
-    "  --protocol P             mqtt (8883, default) or mqtt-ws (443)\n"
+    "  --protocol P             mqtt (8883, default), mqtt-ws (443), amqp\n"
+    "                           (5671) or amqp-ws (443)\n"
     "  --connect-to IP:PORT     connect there; the hub name is still sent\n"
     "                           and checked (like a hosts file entry)\n"
     "  --cafile FILE            CA certificates to trust (default: system)\n"
     "  --ws-path PATH           WebSocket path (/$iothub/websocket)\n"
     "  --bind IP[,IP...]        local source addresses, used in turn\n"
+    "\n"
+    "AMQP:\n"
+    "  --devices-per-connection N  devices sharing one connection (995)\n"
+    "  --amqp-auth A            cbs (IoT Hub claims; default with a\n"
+    "                           credential), plain or anonymous (default\n"
+    "                           without one)\n"
+    "  --amqp-user U, --amqp-password P   SASL PLAIN credentials\n"
+    "  --amqp-address ADDR      target; {deviceId} is replaced\n"
+    "                           (/devices/{deviceId}/messages/events)\n"
     "\n"
     "Credentials (one of; default: the connection string's):\n"
     "  --device-key KEY         base64 key shared by every device\n"
@@ -311,6 +331,7 @@ static int hs__storms(struct hs_config *cfg, const struct hs__settings *s);
 static int hs__fin_transport(struct hs_config *cfg,
                              const struct hs__settings *s);
 static int hs__fin_devices(struct hs_config *cfg, const struct hs__settings *s);
+static int hs__fin_amqp(struct hs_config *cfg, const struct hs__settings *s);
 static int hs__fin_load(struct hs_config *cfg, const struct hs__settings *s);
 static int hs__fin_timing(struct hs_config *cfg, const struct hs__settings *s);
 static int hs__fin_output(struct hs_config *cfg, const struct hs__settings *s);
@@ -380,6 +401,9 @@ void hs_config_free(struct hs_config *cfg)
     free(cfg->hub);
     free(cfg->cafile);
     free(cfg->ws_path);
+    free(cfg->amqp_user);
+    free(cfg->amqp_password);
+    free(cfg->amqp_address);
     free(cfg->binds);
     free(cfg->policy);
     free(cfg->token);
@@ -415,7 +439,8 @@ uint32_t hs_config_interval(const struct hs_config *cfg, uint32_t device,
 
 const char *hs_protocol_name(enum hs_protocol p)
 {
-    return p == HS_PROTO_MQTT_WS ? "mqtt-ws" : "mqtt";
+    static const char *const names[] = {"mqtt", "mqtt-ws", "amqp", "amqp-ws"};
+    return names[p];
 }
 
 unsigned hs_opts_distance(const char *a, const char *b)
@@ -1025,11 +1050,17 @@ static int hs__fin_transport(struct hs_config *cfg,
         cfg->protocol = HS_PROTO_MQTT;
     else if (strcmp(proto, "mqtt-ws") == 0)
         cfg->protocol = HS_PROTO_MQTT_WS;
-    else if (strcmp(proto, "amqp") == 0 || strcmp(proto, "amqp-ws") == 0)
-        return hs__bad(s, O_PROTOCOL, "AMQP is not implemented yet");
+    else if (strcmp(proto, "amqp") == 0)
+        cfg->protocol = HS_PROTO_AMQP;
+    else if (strcmp(proto, "amqp-ws") == 0)
+        cfg->protocol = HS_PROTO_AMQP_WS;
     else
-        return hs__bad(s, O_PROTOCOL, "%s: not mqtt or mqtt-ws", proto);
-    cfg->port = cfg->protocol == HS_PROTO_MQTT_WS ? 443 : 8883;
+        return hs__bad(s, O_PROTOCOL, "%s: not mqtt, mqtt-ws, amqp or amqp-ws",
+                       proto);
+    static const uint16_t ports[] = {8883, 443, 5671, 443};
+    cfg->port = ports[cfg->protocol];
+    if (hs__fin_amqp(cfg, s) < 0)
+        return -1;
     if (s->value[O_CONNECT_TO] != NULL) {
         char host[HG_HOST_BUF];
         uint16_t port = 0;
@@ -1054,6 +1085,55 @@ static int hs__fin_transport(struct hs_config *cfg,
     if (cfg->ws_path[0] != '/' || strpbrk(cfg->ws_path, " \r\n"))
         return hs__bad(s, O_WS_PATH, "must start with '/', without spaces");
     return s->value[O_BIND] ? hs__binds(cfg, s) : 0;
+}
+
+/*
+ * The AMQP settings: devices per connection, how the connection and the
+ * devices authenticate, and where messages go. Claims-based security needs
+ * a credential to make tokens from; PLAIN needs a user.
+ */
+static int hs__fin_amqp(struct hs_config *cfg, const struct hs__settings *s)
+{
+    uint64_t v = 995;
+    const char *auth = s->value[O_AMQP_AUTH];
+    if (s->value[O_DEVS_PER_CONN] &&
+        hs__uint(s, O_DEVS_PER_CONN, 1, 65535, &v) < 0)
+        return -1;
+    cfg->devices_per_conn = (uint32_t)v;
+    if (auth == NULL)
+        cfg->amqp_auth =
+            cfg->auth == HS_AUTH_NONE ? HS_AMQP_ANONYMOUS : HS_AMQP_CBS;
+    else if (strcmp(auth, "cbs") == 0)
+        cfg->amqp_auth = HS_AMQP_CBS;
+    else if (strcmp(auth, "plain") == 0)
+        cfg->amqp_auth = HS_AMQP_PLAIN;
+    else if (strcmp(auth, "anonymous") == 0)
+        cfg->amqp_auth = HS_AMQP_ANONYMOUS;
+    else
+        return hs__bad(s, O_AMQP_AUTH, "%s: not cbs, plain or anonymous", auth);
+    bool amqp = cfg->protocol >= HS_PROTO_AMQP;
+    if (amqp && s->value[O_C2D])
+        return hs__bad(s, O_C2D, "not supported over AMQP yet");
+    /* Not over AMQP yet: properties, per-device certificates (devices
+     * share a TLS connection) and storms. */
+    static const enum hs__id not_amqp[] = {O_PROPERTIES, O_HEADER, O_CERT_DIR,
+                                           O_STORM_AT};
+    for (size_t i = 0; amqp && i < sizeof(not_amqp) / sizeof(*not_amqp); i++)
+        if (s->value[not_amqp[i]])
+            return hs__bad(s, not_amqp[i], "not supported over AMQP yet");
+    if (amqp && cfg->amqp_auth == HS_AMQP_CBS && cfg->auth == HS_AUTH_NONE)
+        return hs__bad(s, O_AMQP_AUTH,
+                       "cbs needs a key, token or connection string");
+    if (amqp && cfg->amqp_auth == HS_AMQP_PLAIN && !s->value[O_AMQP_USER])
+        return hs__bad(s, O_AMQP_AUTH, "plain needs --amqp-user");
+    cfg->amqp_user =
+        s->value[O_AMQP_USER] ? strdup(s->value[O_AMQP_USER]) : NULL;
+    cfg->amqp_password =
+        strdup(s->value[O_AMQP_PASSWORD] ? s->value[O_AMQP_PASSWORD] : "");
+    cfg->amqp_address = strdup(s->value[O_AMQP_ADDRESS]
+                                   ? s->value[O_AMQP_ADDRESS]
+                                   : "/devices/{deviceId}/messages/events");
+    return 0;
 }
 
 /* An IPv4 or IPv6 literal (no brackets) with port into ss. */

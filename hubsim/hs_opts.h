@@ -33,6 +33,15 @@ struct hs_intervals {
 enum hs_protocol {
     HS_PROTO_MQTT,    /* MQTT 3.1.1 over TLS, 8883 */
     HS_PROTO_MQTT_WS, /* MQTT over TLS WebSockets, 443 */
+    HS_PROTO_AMQP,    /* AMQP 1.0 over TLS, 5671, devices pooled */
+    HS_PROTO_AMQP_WS, /* AMQP over TLS WebSockets, 443 */
+};
+
+/* How an AMQP connection and its devices authenticate. */
+enum hs_amqp_auth {
+    HS_AMQP_CBS,       /* SASL ANONYMOUS, then a SAS token per device */
+    HS_AMQP_PLAIN,     /* SASL PLAIN with --amqp-user/--amqp-password */
+    HS_AMQP_ANONYMOUS, /* SASL ANONYMOUS and nothing more */
 };
 
 enum hs_auth {
@@ -55,6 +64,11 @@ struct hs_config {
     char *ws_path;
     struct sockaddr_storage *binds; /* source addresses, used in turn */
     size_t nbinds;
+    uint32_t devices_per_conn; /* AMQP: devices sharing one connection */
+    enum hs_amqp_auth amqp_auth;
+    char *amqp_user;
+    char *amqp_password;
+    char *amqp_address; /* target; "{deviceId}" is replaced */
 
     /* Who. */
     enum hs_auth auth;

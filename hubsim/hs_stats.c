@@ -1,5 +1,6 @@
 #include "hs_stats.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +22,11 @@ const char *const hs_err_names[HS_ERR_N] = {
     [HS_ERR_TIMEOUT] = "timeout",
     [HS_ERR_ACK_TIMEOUT] = "ack_timeout",
     [HS_ERR_PING_TIMEOUT] = "ping_timeout",
+    [HS_ERR_AMQP_SASL] = "amqp_sasl",
+    [HS_ERR_AMQP_CBS] = "amqp_cbs",
+    [HS_ERR_AMQP_DETACH] = "amqp_detach",
+    [HS_ERR_AMQP_CLOSE] = "amqp_close",
+    [HS_ERR_AMQP_REJECTED] = "amqp_rejected",
 };
 
 /* One flag per kind: has the process logged this kind yet? */
@@ -123,4 +129,28 @@ void hs_stats_snapshot(struct hs_snapshot *snap, struct hs_stats *s)
     for (int i = 0; i < HS_CONNACK_CODES; i++)
         HS__ADD(connack[i]);
 #undef HS__ADD
+}
+
+enum hs_err hs_err_from_errno(int err)
+{
+    switch (err) {
+    case ECONNREFUSED:
+        return HS_ERR_TCP_REFUSED;
+    case ECONNRESET:
+    case EPIPE:
+    case ECONNABORTED:
+        return HS_ERR_TCP_RESET;
+    case ETIMEDOUT:
+        return HS_ERR_TCP_TIMEOUT;
+    case EMFILE:
+    case ENFILE:
+    case ENOBUFS:
+    case ENOMEM:
+    case EADDRNOTAVAIL:
+    case EADDRINUSE:
+    case EAFNOSUPPORT:
+        return HS_ERR_LOCAL;
+    default:
+        return HS_ERR_TCP_OTHER;
+    }
 }

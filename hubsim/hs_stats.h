@@ -16,20 +16,25 @@
 
 /* Errors, told apart by what failed. */
 enum hs_err {
-    HS_ERR_TCP_REFUSED,  /* connection refused */
-    HS_ERR_TCP_RESET,    /* reset or broken pipe, in any phase */
-    HS_ERR_TCP_TIMEOUT,  /* TCP connect took longer than the limit */
-    HS_ERR_TCP_OTHER,    /* unreachable and other connect errors */
-    HS_ERR_LOCAL,        /* no descriptor, no source port, no memory */
-    HS_ERR_TLS_VERIFY,   /* the hub's certificate did not check out */
-    HS_ERR_TLS,          /* other TLS failures (alerts, EOF in handshake) */
-    HS_ERR_WS,           /* upgrade refused, bad frame, server's close */
-    HS_ERR_CONNACK,      /* the hub refused CONNECT (see connack codes) */
-    HS_ERR_PROTOCOL,     /* the hub sent MQTT that makes no sense */
-    HS_ERR_CLOSED,       /* the hub closed a working connection */
-    HS_ERR_TIMEOUT,      /* TLS, upgrade or CONNACK took too long */
-    HS_ERR_ACK_TIMEOUT,  /* a PUBACK or SUBACK took too long */
-    HS_ERR_PING_TIMEOUT, /* no PINGRESP in time */
+    HS_ERR_TCP_REFUSED,   /* connection refused */
+    HS_ERR_TCP_RESET,     /* reset or broken pipe, in any phase */
+    HS_ERR_TCP_TIMEOUT,   /* TCP connect took longer than the limit */
+    HS_ERR_TCP_OTHER,     /* unreachable and other connect errors */
+    HS_ERR_LOCAL,         /* no descriptor, no source port, no memory */
+    HS_ERR_TLS_VERIFY,    /* the hub's certificate did not check out */
+    HS_ERR_TLS,           /* other TLS failures (alerts, EOF in handshake) */
+    HS_ERR_WS,            /* upgrade refused, bad frame, server's close */
+    HS_ERR_CONNACK,       /* the hub refused CONNECT (see connack codes) */
+    HS_ERR_PROTOCOL,      /* the hub sent MQTT that makes no sense */
+    HS_ERR_CLOSED,        /* the hub closed a working connection */
+    HS_ERR_TIMEOUT,       /* TLS, upgrade or CONNACK took too long */
+    HS_ERR_ACK_TIMEOUT,   /* a PUBACK or SUBACK took too long */
+    HS_ERR_PING_TIMEOUT,  /* no PINGRESP in time */
+    HS_ERR_AMQP_SASL,     /* SASL refused the connection */
+    HS_ERR_AMQP_CBS,      /* put-token refused (with its status), bad $cbs */
+    HS_ERR_AMQP_DETACH,   /* the peer detached a device's link */
+    HS_ERR_AMQP_CLOSE,    /* the peer closed the connection or session */
+    HS_ERR_AMQP_REJECTED, /* a message settled other than accepted */
     HS_ERR_N,
 };
 
@@ -98,6 +103,9 @@ static inline void hs_stat_sub(hs_counter *c, uint64_t n)
     uint64_t v = atomic_load_explicit(c, memory_order_relaxed);
     atomic_store_explicit(c, v - n, memory_order_relaxed);
 }
+
+/* The kind of a socket error (connect, read, write). */
+enum hs_err hs_err_from_errno(int err);
 
 /* Records a latency in microseconds into one of s's histograms. */
 void hs_stats_latency(struct hs_stats *s, struct hg_hist *h, uint64_t us);

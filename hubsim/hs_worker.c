@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "hs_amqp.h"
 #include "hs_device.h"
 #include "hs_log.h"
 
@@ -38,6 +39,8 @@ int hs_worker_init(struct hs_worker *w, struct hs_run *run, unsigned id,
     w->rbuf = malloc(HS_RBUF_SIZE);
     if (!w->devices || !w->wbuf || !w->pbuf || !w->rbuf)
         return -ENOMEM;
+    if (cfg->protocol >= HS_PROTO_AMQP && (rc = hs_amqp_init(w)) < 0)
+        return rc;
     for (uint32_t i = 0; i < w->ndevices; i++) {
         uint32_t index = id + i * n;
         rc = hs_device_init(&w->devices[i], w, cfg->device_ids[index], index);
@@ -51,6 +54,7 @@ void hs_worker_deinit(struct hs_worker *w)
 {
     for (uint32_t i = 0; w->devices && i < w->ndevices; i++)
         hs_device_deinit(&w->devices[i]);
+    hs_amqp_deinit(w);
     free(w->devices);
     free(w->wbuf);
     free(w->pbuf);

@@ -42,6 +42,8 @@ struct hs_run {
 };
 
 struct hs_device;
+struct hs_amqp_conn;
+struct pn_message_t;
 
 struct hs_worker {
     unsigned id;
@@ -59,9 +61,12 @@ struct hs_worker {
     struct hg_timer tick;
     struct hs_stats stats;
     uint64_t rng;
-    uint8_t *wbuf; /* builds one outgoing packet */
-    uint8_t *pbuf; /* one payload */
-    uint8_t *rbuf; /* one read */
+    uint8_t *wbuf;              /* builds one outgoing packet */
+    uint8_t *pbuf;              /* one payload */
+    uint8_t *rbuf;              /* one read */
+    struct hs_amqp_conn *conns; /* AMQP: one per group of devices */
+    uint32_t nconns;
+    struct pn_message_t *msg; /* AMQP: builds and reads one message */
     atomic_bool done;
 };
 

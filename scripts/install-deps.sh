@@ -16,8 +16,9 @@ packages=(
     # strace for system calls per message (callgrind comes with valgrind)
     haproxy nginx libnginx-mod-stream strace
     # hubsim's tests: RabbitMQ with its AMQP 1.0 plugin as the AMQP broker,
+    # proton's Python binding for the AMQP consumer and IoT Hub stand-in,
     # Chromium (headless, no network) to open the HTML report
-    rabbitmq-server chromium
+    rabbitmq-server python3-qpid-proton chromium
 )
 # Daemons whose Debian packages start a system service on install; the
 # benchmarks start their own copies on free loopback ports and need none.

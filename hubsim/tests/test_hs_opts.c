@@ -172,6 +172,60 @@ static void test_credentials(void **state)
     hs_config_free(&cfg);
 }
 
+static void test_amqp(void **state)
+{
+    (void)state;
+    struct hs_config cfg;
+    const char *env[] = {"IotHubConnectionString=" HUB_CS, NULL};
+    const char *const hub[] = {"--protocol", "amqp", NULL};
+    assert_int_equal(parse(&cfg, env, hub), HS_OPTS_RUN);
+    assert_int_equal(cfg.protocol, HS_PROTO_AMQP);
+    assert_string_equal(hs_protocol_name(cfg.protocol), "amqp");
+    assert_int_equal(cfg.port, 5671);
+    assert_int_equal(cfg.devices_per_conn, 995);
+    assert_int_equal(cfg.amqp_auth, HS_AMQP_CBS); /* a credential: CBS */
+    assert_string_equal(cfg.amqp_address,
+                        "/devices/{deviceId}/messages/events");
+    hs_config_free(&cfg);
+
+    const char *const broker[] = {"--hub",
+                                  "broker.example.net",
+                                  "--protocol",
+                                  "amqp-ws",
+                                  "--amqp-auth",
+                                  "plain",
+                                  "--amqp-user",
+                                  "u",
+                                  "--amqp-password",
+                                  "p",
+                                  "--amqp-address",
+                                  "/queue/q",
+                                  "--devices-per-connection",
+                                  "10",
+                                  NULL};
+    assert_int_equal(parse(&cfg, NULL, broker), HS_OPTS_RUN);
+    assert_int_equal(cfg.protocol, HS_PROTO_AMQP_WS);
+    assert_string_equal(hs_protocol_name(cfg.protocol), "amqp-ws");
+    assert_int_equal(cfg.port, 443);
+    assert_int_equal(cfg.devices_per_conn, 10);
+    assert_int_equal(cfg.amqp_auth, HS_AMQP_PLAIN);
+    assert_string_equal(cfg.amqp_user, "u");
+    assert_string_equal(cfg.amqp_password, "p");
+    assert_string_equal(cfg.amqp_address, "/queue/q");
+    hs_config_free(&cfg);
+
+    /* No credential: ANONYMOUS; asking for CBS then is an error. */
+    const char *const anon[] = {"--hub", "b.example.net", "--protocol", "amqp",
+                                NULL};
+    assert_int_equal(parse(&cfg, NULL, anon), HS_OPTS_RUN);
+    assert_int_equal(cfg.amqp_auth, HS_AMQP_ANONYMOUS);
+    hs_config_free(&cfg);
+    const char *const cbs[] = {"--hub", "b.example.net", "--protocol",
+                               "amqp",  "--amqp-auth",   "cbs",
+                               NULL};
+    assert_int_equal(parse(&cfg, NULL, cbs), HS_OPTS_ERROR);
+}
+
 static void test_refused(void **state)
 {
     (void)state;
@@ -183,7 +237,14 @@ static void test_refused(void **state)
         {"--interval", "0", NULL},
         {"--interval", ",", NULL},
         {"--connect-to", "hub.example.net:8883", NULL},
-        {"--protocol", "amqp", NULL},
+        {"--protocol", "amqp10", NULL},
+        {"--protocol", "amqp", "--c2d", NULL},
+        {"--protocol", "amqp", "--properties", "a=1", NULL},
+        {"--protocol", "amqp", "--header", "{}", NULL},
+        {"--protocol", "amqp", "--storm-at", "10s", NULL},
+        {"--protocol", "amqp", "--amqp-auth", "plain", NULL},
+        {"--protocol", "amqp", "--amqp-auth", "sasl", NULL},
+        {"--protocol", "amqp", "--devices-per-connection", "0", NULL},
         {"--device-key", KEY32, "--group-key", KEY32, NULL},
         {"--policy-name", "p", NULL},
         {"--prefix", "a/b", NULL},
@@ -437,6 +498,7 @@ int main(void)
         cmocka_unit_test(test_env_any_case_and_lists),
         cmocka_unit_test(test_flags_win),
         cmocka_unit_test(test_credentials),
+        cmocka_unit_test(test_amqp),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_storms_resend_x509),
