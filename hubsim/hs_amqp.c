@@ -2,15 +2,11 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <proton/condition.h>
 #include <proton/connection.h>
@@ -27,7 +23,6 @@
 #include "hs_device.h"
 #include "hs_log.h"
 #include "hs_sas.h"
-#include "hs_tls.h"
 #include "hs_worker.h"
 
 #define HS_AMQP_WS_PROTOCOL  "AMQPWSB10"
@@ -35,26 +30,22 @@
 #define HS_AMQP_CBS_CREDIT   64
 #define HS_AMQP_PASSWORD_MAX 2048
 
-static uint64_t hs__now_us(void);
 static void hs__kick(struct hs_amqp_conn *c);
 static void hs__on_defer(struct hg_loop *loop, struct hg_defer *defer);
-static void hs__on_io(struct hg_loop *loop, struct hg_io *io, uint32_t ev);
 static void hs__on_timer(struct hg_loop *loop, struct hg_timer *t);
 static void hs__start(struct hs_amqp_conn *c);
-static void hs__tcp_done(struct hs_amqp_conn *c);
-static void hs__tls_step(struct hs_amqp_conn *c);
-static void hs__tls_fail(struct hs_amqp_conn *c,
-                         const struct hs_tls_failure *f);
-static void hs__ws_start(struct hs_amqp_conn *c);
-static void hs__ws_answer(struct hs_amqp_conn *c);
+static bool hs__stream_up(struct hs_stream *s);
+static bool hs__stream_input(struct hs_stream *s, const uint8_t *data,
+                             size_t len);
+static bool hs__stream_io(struct hs_stream *s);
+static void hs__stream_fail(struct hs_stream *s, enum hs_err kind,
+                            const char *text, const struct hs_tls_failure *tls);
+static void hs__stream_closed(struct hs_stream *s);
 static void hs__up(struct hs_amqp_conn *c);
 static void hs__begin_waiting(struct hs_amqp_conn *c);
 static void hs__begin(struct hs_amqp_conn *c, struct hs_device *d);
 static void hs__open_sender(struct hs_amqp_conn *c, struct hs_device *d);
-static void hs__read(struct hs_amqp_conn *c);
 static void hs__feed(struct hs_amqp_conn *c, const uint8_t *data, size_t len);
-static void hs__ws_input(struct hs_amqp_conn *c, const uint8_t *data,
-                         size_t len);
 static void hs__pump(struct hs_amqp_conn *c);
 static void hs__event(struct hs_amqp_conn *c, pn_event_t *e);
 static void hs__on_link_open(struct hs_amqp_conn *c, pn_link_t *l);
@@ -63,8 +54,6 @@ static void hs__on_delivery(struct hs_amqp_conn *c, pn_delivery_t *dlv);
 static void hs__on_cbs_reply(struct hs_amqp_conn *c, pn_delivery_t *dlv);
 static void hs__on_transport_error(struct hs_amqp_conn *c);
 static bool hs__write(struct hs_amqp_conn *c);
-static bool hs__flush_out(struct hs_amqp_conn *c);
-static void hs__update_events(struct hs_amqp_conn *c);
 static void hs__arm_tick(struct hs_amqp_conn *c);
 static void hs__fail(struct hs_amqp_conn *c, enum hs_err kind, const char *fmt,
                      ...) __attribute__((format(printf, 3, 4)));
@@ -72,6 +61,16 @@ static void hs__teardown(struct hs_amqp_conn *c);
 static void hs__close(struct hs_amqp_conn *c);
 static struct hs_device *hs__device(struct hs_amqp_conn *c, uint64_t index);
 static void hs__condition(pn_condition_t *cond, char *out, size_t cap);
+
+/* What a connection's stream tells it. */
+static const struct hs_stream_ops hs__stream_ops = {
+    .ws_protocol = HS_AMQP_WS_PROTOCOL,
+    .up = hs__stream_up,
+    .input = hs__stream_input,
+    .io = hs__stream_io,
+    .fail = hs__stream_fail,
+    .closed = hs__stream_closed,
+};
 
 /* ------------------------------------------------------------------ */
 /* Life cycle                                                          */
@@ -91,8 +90,7 @@ int hs_amqp_init(struct hs_worker *w)
         c->number = i;
         c->first = i * per;
         c->count = w->ndevices - c->first < per ? w->ndevices - c->first : per;
-        c->io.fd = -1;
-        c->io.cb = hs__on_io;
+        hs_stream_init(&c->stream, w, &hs__stream_ops);
         c->timer.cb = hs__on_timer;
     }
     return 0;
@@ -204,13 +202,6 @@ size_t hs_amqp_address(char *out, size_t cap, const char *pattern,
     return n;
 }
 
-static uint64_t hs__now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 /* Queues the connection's work to run after the current batch. */
 static void hs__kick(struct hs_amqp_conn *c)
 {
@@ -242,161 +233,60 @@ static void hs__on_defer(struct hg_loop *loop, struct hg_defer *defer)
 
 static void hs__start(struct hs_amqp_conn *c)
 {
-    const struct hs_run *run = c->w->run;
-    const struct hs_config *cfg = run->cfg;
-    int one = 1, err = 0;
-    hg_timer_start(&c->w->loop, &c->timer, cfg->connect_timeout_ms);
-    c->state = HS_AMQP_TCP;
-    int fd = socket(run->addr.ss_family,
-                    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
-    if (fd < 0) {
-        err = errno;
-        hs__fail(c, hs_err_from_errno(err), "connect: %s", strerror(err));
-        return;
-    }
-    c->io.fd = fd;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (cfg->nbinds > 0) {
-        const struct sockaddr_storage *src =
-            &cfg->binds[(c->w->id + c->number) % cfg->nbinds];
-        socklen_t len = src->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                   : sizeof(struct sockaddr_in);
-        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
-        if (bind(fd, (const struct sockaddr *)src, len) < 0) {
-            err = errno;
-            hs__fail(c, hs_err_from_errno(err), "bind: %s", strerror(err));
-            return;
-        }
-    }
-    if (connect(fd, (const struct sockaddr *)&run->addr, run->addr_len) < 0 &&
-        errno != EINPROGRESS) {
-        err = errno;
-        hs__fail(c, hs_err_from_errno(err), "connect: %s", strerror(err));
-        return;
-    }
-    c->events = EPOLLOUT;
-    int rc = hg_io_add(&c->w->loop, &c->io, c->events);
-    if (rc < 0)
-        hs__fail(c, HS_ERR_LOCAL, "epoll: %s", strerror(-rc));
-}
-
-static void hs__tcp_done(struct hs_amqp_conn *c)
-{
-    int err = 0;
-    socklen_t len = sizeof(err);
-    if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        err = errno;
-    if (err != 0) {
-        hs__fail(c, hs_err_from_errno(err), "connect: %s", strerror(err));
-        return;
-    }
-    c->t_tcp_us = hs__now_us();
-    c->ssl = hs_tls_new(c->w->run->tls, c->io.fd, c->w->run->cfg->hub, NULL);
-    if (c->ssl == NULL) {
-        hs__fail(c, HS_ERR_LOCAL, "no memory for TLS");
-        return;
-    }
-    c->state = HS_AMQP_TLS;
-    hs__tls_step(c);
-}
-
-static void hs__tls_step(struct hs_amqp_conn *c)
-{
-    struct hs_tls_failure f;
-    struct hs_stats *st = &c->w->stats;
-    switch (hs_tls_handshake(c->ssl, &f)) {
-    case HS_TLS_OK:
-        c->want_out = false;
-        hs_stats_latency(st, &st->tls_all, hs__now_us() - c->t_tcp_us);
-        if (c->w->run->cfg->protocol == HS_PROTO_AMQP_WS)
-            hs__ws_start(c);
-        else
-            hs__up(c);
-        return;
-    case HS_TLS_WANT_READ:
-        c->want_out = false;
-        hs__update_events(c);
-        return;
-    case HS_TLS_WANT_WRITE:
-        c->want_out = true;
-        hs__update_events(c);
-        return;
-    case HS_TLS_FAILED:
-        hs__tls_fail(c, &f);
-        return;
-    }
-}
-
-static void hs__tls_fail(struct hs_amqp_conn *c, const struct hs_tls_failure *f)
-{
-    bool handshake = c->state == HS_AMQP_TLS;
-    switch (f->kind) {
-    case HS_TLS_F_VERIFY:
-        hs__fail(c, HS_ERR_TLS_VERIFY, "%s", f->reason);
-        break;
-    case HS_TLS_F_PROTO:
-        hs__fail(c, HS_ERR_TLS, "%s", f->reason);
-        break;
-    case HS_TLS_F_CLOSED:
-        hs__fail(c, handshake ? HS_ERR_TLS : HS_ERR_CLOSED, "%s: %s",
-                 handshake ? "tls handshake" : "amqp", f->reason);
-        break;
-    case HS_TLS_F_RESET:
-        hs__fail(c, hs_err_from_errno(f->errno_value), "%s", f->reason);
-        break;
-    }
-}
-
-static void hs__ws_start(struct hs_amqp_conn *c)
-{
     const struct hs_config *cfg = c->w->run->cfg;
-    uint8_t nonce[16];
-    uint64_t r[2] = {hs_rand(&c->w->rng), hs_rand(&c->w->rng)};
-    memcpy(nonce, r, sizeof(nonce));
-    hs_ws_key(nonce, c->ws_key);
-    char req[2048];
-    size_t n = hs_ws_request(req, sizeof(req), cfg->hub, cfg->ws_path,
-                             c->ws_key, HS_AMQP_WS_PROTOCOL);
-    c->state = HS_AMQP_WS;
-    if (n == 0 || !hs_buf_add(&c->out, (const uint8_t *)req, n)) {
-        hs__fail(c, HS_ERR_LOCAL, "cannot build the upgrade request");
-        return;
-    }
-    if (hs__flush_out(c))
-        hs__update_events(c);
+    const char *step = NULL;
+    enum hs_err kind = HS_ERR_LOCAL;
+    hg_timer_start(&c->w->loop, &c->timer, cfg->connect_timeout_ms);
+    c->state = HS_AMQP_STREAM;
+    const struct sockaddr_storage *src =
+        cfg->nbinds > 0 ? &cfg->binds[(c->w->id + c->number) % cfg->nbinds]
+                        : NULL;
+    int rc = hs_stream_connect(&c->stream, src, NULL,
+                               cfg->protocol == HS_PROTO_AMQP_WS, &kind, &step);
+    if (rc < 0)
+        hs__fail(c, kind, "%s: %s", step, strerror(-rc));
 }
 
-/* Looks at the upgrade answer gathered so far. */
-static void hs__ws_answer(struct hs_amqp_conn *c)
+static bool hs__stream_up(struct hs_stream *s)
 {
-    size_t used = 0;
-    int status = 0;
-    const char *why = NULL;
-    enum hs_ws_rc rc = hs_ws_response(
-        (const char *)c->in.data + c->in.off, c->in.len - c->in.off, c->ws_key,
-        HS_AMQP_WS_PROTOCOL, &used, &status, &why);
-    if (rc == HS_WS_AGAIN)
-        return;
-    if (rc == HS_WS_ERROR) {
-        if (status != 0 && status != 101)
-            hs__fail(c, HS_ERR_WS, "upgrade: HTTP %d", status);
-        else
-            hs__fail(c, HS_ERR_WS, "upgrade: %s", why);
-        return;
-    }
-    c->ws = malloc(sizeof(*c->ws));
-    if (c->ws == NULL) {
-        hs__fail(c, HS_ERR_LOCAL, "no memory for the WebSocket");
-        return;
-    }
-    hs_ws_decoder_init(c->ws);
-    struct hs_buf rest = c->in;
-    rest.off += used;
-    memset(&c->in, 0, sizeof(c->in));
+    struct hs_amqp_conn *c = hg_container_of(s, struct hs_amqp_conn, stream);
     hs__up(c);
-    if (c->state == HS_AMQP_UP && rest.len > rest.off)
-        hs__ws_input(c, rest.data + rest.off, rest.len - rest.off);
-    hs_buf_free(&rest);
+    return c->state == HS_AMQP_UP;
+}
+
+static bool hs__stream_input(struct hs_stream *s, const uint8_t *data,
+                             size_t len)
+{
+    struct hs_amqp_conn *c = hg_container_of(s, struct hs_amqp_conn, stream);
+    hs__feed(c, data, len);
+    return !c->failed && c->state != HS_AMQP_DOWN;
+}
+
+/* After the stream's reads and writes: proton's events and output. */
+static bool hs__stream_io(struct hs_stream *s)
+{
+    struct hs_amqp_conn *c = hg_container_of(s, struct hs_amqp_conn, stream);
+    if (c->state >= HS_AMQP_UP)
+        hs__pump(c);
+    return c->state != HS_AMQP_DOWN;
+}
+
+/* Counts the stream's failure; a close in TLS by where it hit. */
+static void hs__stream_fail(struct hs_stream *s, enum hs_err kind,
+                            const char *text, const struct hs_tls_failure *tls)
+{
+    struct hs_amqp_conn *c = hg_container_of(s, struct hs_amqp_conn, stream);
+    if (tls != NULL && tls->kind == HS_TLS_F_CLOSED)
+        hs__fail(c, kind, "%s: %s",
+                 s->phase == HS_STREAM_TLS ? "tls handshake" : "amqp", text);
+    else
+        hs__fail(c, kind, "%s", text);
+}
+
+/* The peer hung up after our close: the end we waited for. */
+static void hs__stream_closed(struct hs_stream *s)
+{
+    hs__teardown(hg_container_of(s, struct hs_amqp_conn, stream));
 }
 
 /*
@@ -518,49 +408,13 @@ static void hs__open_sender(struct hs_amqp_conn *c, struct hs_device *d)
 /* Events and I/O                                                      */
 /* ------------------------------------------------------------------ */
 
-static void hs__on_io(struct hg_loop *loop, struct hg_io *io, uint32_t ev)
-{
-    struct hs_amqp_conn *c = hg_container_of(io, struct hs_amqp_conn, io);
-    (void)loop;
-    switch (c->state) {
-    case HS_AMQP_TCP:
-        hs__tcp_done(c);
-        return;
-    case HS_AMQP_TLS:
-        hs__tls_step(c);
-        return;
-    case HS_AMQP_WS:
-    case HS_AMQP_UP:
-    case HS_AMQP_CLOSING:
-        if ((ev & EPOLLOUT) && c->out.len > c->out.off && !hs__flush_out(c))
-            return;
-        if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP) || c->want_out)
-            hs__read(c);
-        if (c->state >= HS_AMQP_UP && c->io.fd >= 0)
-            hs__pump(c);
-        else if (c->io.fd >= 0)
-            hs__update_events(c);
-        return;
-    default:
-        return;
-    }
-}
-
 static void hs__on_timer(struct hg_loop *loop, struct hg_timer *t)
 {
     struct hs_amqp_conn *c = hg_container_of(t, struct hs_amqp_conn, timer);
     const struct hs_config *cfg = c->w->run->cfg;
     switch (c->state) {
-    case HS_AMQP_TCP:
-        hs__fail(c, HS_ERR_TCP_TIMEOUT, "no TCP connection in %" PRIu64 " ms",
-                 cfg->connect_timeout_ms);
-        return;
-    case HS_AMQP_TLS:
-    case HS_AMQP_WS:
-        hs__fail(c, HS_ERR_TIMEOUT, "%s for more than %" PRIu64 " ms",
-                 c->state == HS_AMQP_TLS ? "tls handshake"
-                                         : "websocket upgrade",
-                 cfg->connect_timeout_ms);
+    case HS_AMQP_STREAM:
+        hs_stream_expired(&c->stream, cfg->connect_timeout_ms);
         return;
     case HS_AMQP_UP:
         pn_transport_tick(c->driver.transport, (int64_t)loop->now);
@@ -571,40 +425,6 @@ static void hs__on_timer(struct hg_loop *loop, struct hg_timer *t)
         return;
     default:
         return;
-    }
-}
-
-/* Reads until the socket is empty, handing the bytes on. */
-static void hs__read(struct hs_amqp_conn *c)
-{
-    uint8_t *buf = c->w->rbuf;
-    while (c->ssl != NULL && !c->failed) {
-        struct hs_tls_failure f;
-        size_t n = 0;
-        enum hs_tls_rc rc = hs_tls_read(c->ssl, buf, HS_RBUF_SIZE, &n, &f);
-        if (rc == HS_TLS_FAILED) {
-            if (c->state == HS_AMQP_CLOSING)
-                hs__teardown(c); /* the peer hung up first: fine */
-            else
-                hs__tls_fail(c, &f);
-            return;
-        }
-        if (rc != HS_TLS_OK) {
-            c->want_out = rc == HS_TLS_WANT_WRITE;
-            return;
-        }
-        if (c->state == HS_AMQP_WS) {
-            if (!hs_buf_add(&c->in, buf, n) ||
-                c->in.len - c->in.off > HS_WS_RESPONSE_MAX + HS_RBUF_SIZE) {
-                hs__fail(c, HS_ERR_WS, "upgrade: answer too long");
-                return;
-            }
-            hs__ws_answer(c);
-        } else if (c->ws != NULL) {
-            hs__ws_input(c, buf, n);
-        } else {
-            hs__feed(c, buf, n);
-        }
     }
 }
 
@@ -626,48 +446,6 @@ static void hs__feed(struct hs_amqp_conn *c, const uint8_t *data, size_t len)
         pn_connection_driver_read_done(&c->driver, n);
         data += n;
         len -= n;
-    }
-}
-
-/* WebSocket frames from the peer: their payload is AMQP. */
-static void hs__ws_input(struct hs_amqp_conn *c, const uint8_t *data,
-                         size_t len)
-{
-    size_t off = 0;
-    while (off < len && !c->failed) {
-        struct hs_ws_event ev;
-        size_t used = 0;
-        const char *why = NULL;
-        enum hs_ws_rc rc =
-            hs_ws_decode(c->ws, data + off, len - off, &used, &ev, &why);
-        off += used;
-        if (rc == HS_WS_ERROR) {
-            hs__fail(c, HS_ERR_WS, "%s", why);
-            return;
-        }
-        if (rc == HS_WS_AGAIN)
-            return;
-        if (ev.type == HS_WS_EV_DATA) {
-            hs__feed(c, ev.data, ev.len);
-        } else if (ev.type == HS_WS_EV_PING) {
-            uint8_t frame[HS_WS_MAX_HEADER + HS_WS_CONTROL_MAX], mask[4];
-            uint32_t m = (uint32_t)hs_rand(&c->w->rng);
-            memcpy(mask, &m, sizeof(mask));
-            size_t n = hs_ws_frame(frame, sizeof(frame), HS_WS_PONG, ev.data,
-                                   ev.len, mask);
-            if (!hs_buf_add(&c->out, frame, n)) {
-                hs__fail(c, HS_ERR_LOCAL, "no memory for the send queue");
-                return;
-            }
-        } else if (ev.type == HS_WS_EV_CLOSE) {
-            if (c->state == HS_AMQP_CLOSING) {
-                hs__teardown(c);
-                return;
-            }
-            hs__fail(c, HS_ERR_WS, "the server closed the WebSocket (%u)",
-                     ev.close_code);
-            return;
-        }
     }
 }
 
@@ -696,7 +474,6 @@ static void hs__pump(struct hs_amqp_conn *c)
         hs__teardown(c);
         return;
     }
-    hs__update_events(c);
     if (c->state == HS_AMQP_UP)
         hs__arm_tick(c);
 }
@@ -861,93 +638,24 @@ static void hs__on_transport_error(struct hs_amqp_conn *c)
 }
 
 /*
- * Writes proton's output: straight through TLS, or framed for WebSockets
- * into c->out first. Returns false when the connection failed.
+ * Hands proton's output to the stream, a frame's worth at a time, until
+ * it is all out or the stream queues some (the rest waits in proton until
+ * the socket takes more). Returns false when the connection failed.
  */
 static bool hs__write(struct hs_amqp_conn *c)
 {
-    bool ws = c->ws != NULL;
-    if (!hs__flush_out(c))
-        return false;
-    while (c->out.len == c->out.off) {
+    uint8_t *pkt = c->w->wbuf + HS_STREAM_HEADROOM;
+    while (!hs_stream_backlog(&c->stream)) {
         pn_bytes_t wb = pn_connection_driver_write_buffer(&c->driver);
         if (wb.size == 0)
             return true;
-        if (ws) {
-            size_t len =
-                wb.size < HS_AMQP_FRAME_MAX ? wb.size : HS_AMQP_FRAME_MAX;
-            uint8_t hdr[HS_WS_MAX_HEADER], mask[4];
-            uint32_t m = (uint32_t)hs_rand(&c->w->rng);
-            memcpy(mask, &m, sizeof(mask));
-            size_t hlen = hs_ws_header(hdr, HS_WS_BINARY, len, mask);
-            size_t at = c->out.len;
-            if (!hs_buf_add(&c->out, hdr, hlen) ||
-                !hs_buf_add(&c->out, (const uint8_t *)wb.start, len)) {
-                hs__fail(c, HS_ERR_LOCAL, "no memory for the send queue");
-                return false;
-            }
-            hs_ws_mask(c->out.data + at + hlen, len, mask, 0);
-            pn_connection_driver_write_done(&c->driver, len);
-            if (!hs__flush_out(c))
-                return false;
-            continue;
-        }
-        struct hs_tls_failure f;
-        size_t n = 0;
-        enum hs_tls_rc rc = hs_tls_write(c->ssl, wb.start, wb.size, &n, &f);
-        if (rc == HS_TLS_FAILED) {
-            hs__tls_fail(c, &f);
+        size_t len = wb.size < HS_AMQP_FRAME_MAX ? wb.size : HS_AMQP_FRAME_MAX;
+        memcpy(pkt, wb.start, len);
+        if (!hs_stream_send(&c->stream, pkt, len))
             return false;
-        }
-        if (rc != HS_TLS_OK) {
-            c->want_out = c->want_out || rc == HS_TLS_WANT_WRITE;
-            return true;
-        }
-        pn_connection_driver_write_done(&c->driver, n);
+        pn_connection_driver_write_done(&c->driver, len);
     }
     return true;
-}
-
-/* Writes queued bytes (the upgrade request, frames) while TLS takes them. */
-static bool hs__flush_out(struct hs_amqp_conn *c)
-{
-    while (c->out.len > c->out.off) {
-        struct hs_tls_failure f;
-        size_t n = 0;
-        enum hs_tls_rc rc = hs_tls_write(c->ssl, c->out.data + c->out.off,
-                                         c->out.len - c->out.off, &n, &f);
-        if (rc == HS_TLS_FAILED) {
-            hs__tls_fail(c, &f);
-            return false;
-        }
-        if (rc != HS_TLS_OK)
-            return true;
-        c->out.off += n;
-    }
-    hs_buf_free(&c->out);
-    return true;
-}
-
-static void hs__update_events(struct hs_amqp_conn *c)
-{
-    if (c->io.fd < 0)
-        return;
-    uint32_t want = EPOLLIN;
-    bool pending = c->out.len > c->out.off;
-    if (c->have_driver && c->ws == NULL &&
-        pn_connection_driver_write_buffer(&c->driver).size > 0)
-        pending = true;
-    if (pending || c->want_out)
-        want |= EPOLLOUT;
-    if (want == c->events)
-        return;
-    int rc = hg_io_mod(&c->w->loop, &c->io, want);
-    if (rc < 0) {
-        hs__fail(c, HS_ERR_LOCAL, "epoll: %s", strerror(-rc));
-        hs__teardown(c);
-        return;
-    }
-    c->events = want;
 }
 
 /* proton's next deadline (heartbeats, the peer's idle limit). */
@@ -1022,24 +730,8 @@ static void hs__teardown(struct hs_amqp_conn *c)
     }
     c->session = NULL;
     c->cbs_tx = c->cbs_rx = NULL;
-    if (c->ssl != NULL) {
-        if (was == HS_AMQP_CLOSING && !c->failed)
-            hs_tls_close(c->ssl);
-        else
-            SSL_free(c->ssl);
-        c->ssl = NULL;
-    }
-    if (c->io.fd >= 0) {
-        hg_io_del(loop, &c->io);
-        close(c->io.fd);
-        c->io.fd = -1;
-    }
-    c->events = 0;
-    free(c->ws);
-    c->ws = NULL;
-    hs_buf_free(&c->in);
-    hs_buf_free(&c->out);
-    c->failed = c->ending = c->want_out = false;
+    hs_stream_close(&c->stream, was == HS_AMQP_CLOSING && !c->failed);
+    c->failed = c->ending = false;
     c->users = c->waiting = kept;
     if (was != HS_AMQP_DOWN)
         hs_log_debug("amqp connection %u.%u closed", c->w->id, c->number);
@@ -1061,6 +753,7 @@ static void hs__close(struct hs_amqp_conn *c)
         return;
     }
     c->state = HS_AMQP_CLOSING;
+    hs_stream_closing(&c->stream);
     if (c->session)
         pn_session_close(c->session);
     pn_connection_close(c->driver.connection);

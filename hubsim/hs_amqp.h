@@ -1,14 +1,14 @@
 /*
  * hs_amqp: AMQP 1.0 connections shared by many devices, as the IoT
  * Telemetry Simulator does it (--devices-per-connection, 995 by default).
- * Each worker deals its devices into groups; a group shares one TCP
- * connection, its TLS (hs_tls: SNI and the name check against the hub) and,
- * for amqp-ws, its WebSocket (hs_ws, subprotocol AMQPWSB10). proton's
+ * Each worker deals its devices into groups; a group shares one stream
+ * (hs_stream: TCP, TLS with SNI and the name check against the hub and,
+ * for amqp-ws, a WebSocket with subprotocol AMQPWSB10). proton's
  * connection driver does the AMQP framing, SASL and link bookkeeping; its
- * byte buffers go through hubsim's own TLS and WebSocket layers and the
- * worker's event loop, never through proton's SSL or proactor.
+ * byte buffers go through that stream and the worker's event loop, never
+ * through proton's SSL or proactor.
  *
- *   DOWN -> TCP -> TLS -> [WS] -> UP -> CLOSING -> DOWN
+ *   DOWN -> STREAM -> UP -> CLOSING -> DOWN
  *
  * A device on the connection authenticates by claims-based security (a
  * put-token request to $cbs, see hs_cbs) when --amqp-auth is cbs, then
@@ -29,23 +29,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <openssl/ssl.h>
 #include <proton/connection_driver.h>
 
 #include "hg_loop.h"
 
-#include "hs_buf.h"
 #include "hs_stats.h"
-#include "hs_ws.h"
+#include "hs_stream.h"
 
 struct hs_device;
 struct hs_worker;
 
 enum hs_amqp_cstate {
     HS_AMQP_DOWN,
-    HS_AMQP_TCP,
-    HS_AMQP_TLS,
-    HS_AMQP_WS,      /* upgrade request sent */
+    HS_AMQP_STREAM,  /* TCP, TLS, [WS]: the stream's phase says which */
     HS_AMQP_UP,      /* AMQP flowing (SASL and open pipelined) */
     HS_AMQP_CLOSING, /* close sent, waiting for the peer's */
 };
@@ -56,29 +52,21 @@ struct hs_amqp_conn {
     uint32_t first;  /* the worker's devices [first, first + count) */
     uint32_t count;
     enum hs_amqp_cstate state;
-    struct hg_io io;
-    uint32_t events;
+    struct hs_stream stream;
     struct hg_timer timer; /* connect or close deadline; proton's ticks */
     struct hg_defer defer;
     bool deferred; /* defer is queued */
-    bool want_out; /* TLS needs the socket writable */
     bool pumping;  /* proton's events are being handled */
     bool failed;   /* tear down once the events are handled */
     bool ending;   /* the same, quietly: nobody uses it any more */
     enum hs_err fail_kind;
     char fail_text[HS_SAMPLE_LEN];
-    SSL *ssl;
-    struct hs_ws_decoder *ws;
-    char ws_key[HS_WS_KEY_LEN + 1];
-    struct hs_buf in;  /* the upgrade answer */
-    struct hs_buf out; /* WebSocket frames not yet written */
     bool have_driver;
     pn_connection_driver_t driver;
     pn_session_t *session;
     pn_link_t *cbs_tx, *cbs_rx;
-    uint32_t users;   /* devices that hold the connection */
-    uint32_t waiting; /* of those, devices still to begin on it */
-    uint64_t t_tcp_us;
+    uint32_t users;    /* devices that hold the connection */
+    uint32_t waiting;  /* of those, devices still to begin on it */
     uint32_t link_seq; /* makes link names unique */
 };
 

@@ -2,15 +2,11 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "hs_amqp.h"
 #include "hs_log.h"
@@ -18,16 +14,14 @@
 #include "hs_sas.h"
 #include "hs_tls.h"
 
-#define HS_HEADROOM       HS_WS_MAX_HEADER /* before a packet, for a frame head */
-#define HS_MQTT_IN_MAX    (1024 * 1024)    /* largest packet accepted */
+#define HS_HEADROOM       HS_STREAM_HEADROOM /* before a packet */
+#define HS_MQTT_IN_MAX    (1024 * 1024)      /* largest packet accepted */
 #define HS_PASSWORD_MAX   2048
 #define HS_RENEW_DRAIN_MS 5000 /* longest wait for PUBACKs before renewing */
 
 static const char *const hs__state_names[] = {
     "idle",
-    "tcp connect",
-    "tls handshake",
-    "websocket upgrade",
+    "connecting", /* the stream's phase names it better */
     "waiting for the AMQP connection",
     "waiting for the put-token status",
     "waiting for the link attach",
@@ -40,25 +34,17 @@ static const char *const hs__state_names[] = {
 
 static uint64_t hs__now_us(void);
 static void hs__set_state(struct hs_device *d, enum hs_dev_state s);
+static const char *hs__phase_name(const struct hs_device *d);
 static void hs__connect(struct hs_device *d);
-static int hs__socket(struct hs_device *d, int *err);
-static void hs__on_io(struct hg_loop *loop, struct hg_io *io, uint32_t ev);
 static void hs__on_timer(struct hg_loop *loop, struct hg_timer *t);
 static void hs__on_ka(struct hg_loop *loop, struct hg_timer *t);
-static void hs__tcp_done(struct hs_device *d);
-static void hs__tls_step(struct hs_device *d);
-static void hs__tls_fail(struct hs_device *d, const struct hs_tls_failure *f);
-static bool hs__ws_start(struct hs_device *d);
-static bool hs__ws_answer(struct hs_device *d);
+static bool hs__stream_up(struct hs_stream *s);
+static bool hs__stream_input(struct hs_stream *s, const uint8_t *data,
+                             size_t len);
+static void hs__stream_fail(struct hs_stream *s, enum hs_err kind,
+                            const char *text, const struct hs_tls_failure *tls);
 static bool hs__mqtt_start(struct hs_device *d);
-static bool hs__update_events(struct hs_device *d);
-static bool hs__send(struct hs_device *d, const uint8_t *data, size_t len);
-static bool hs__send_packet(struct hs_device *d, enum hs_ws_opcode op,
-                            uint8_t *pkt, size_t len);
-static bool hs__flush(struct hs_device *d);
-static void hs__read(struct hs_device *d);
-static bool hs__input(struct hs_device *d, const uint8_t *data, size_t len);
-static bool hs__ws_input(struct hs_device *d, const uint8_t *data, size_t len);
+static bool hs__send(struct hs_device *d, uint8_t *pkt, size_t len);
 static bool hs__mqtt_input(struct hs_device *d, const uint8_t *data,
                            size_t len);
 static bool hs__mqtt_packets(struct hs_device *d, const uint8_t *buf,
@@ -91,6 +77,14 @@ static void hs__drop(struct hs_device *d, bool graceful);
 static void hs__after_drop(struct hs_device *d, bool failed);
 static void hs__ka_arm(struct hs_device *d);
 
+/* What the device's own stream (MQTT) tells it. */
+static const struct hs_stream_ops hs__stream_ops = {
+    .ws_protocol = "mqtt",
+    .up = hs__stream_up,
+    .input = hs__stream_input,
+    .fail = hs__stream_fail,
+};
+
 /* ------------------------------------------------------------------ */
 /* Life cycle                                                          */
 /* ------------------------------------------------------------------ */
@@ -111,8 +105,7 @@ int hs_device_init(struct hs_device *d, struct hs_worker *w, const char *id,
     d->w = w;
     d->id = id;
     d->index = index;
-    d->io.fd = -1;
-    d->io.cb = hs__on_io;
+    hs_stream_init(&d->stream, w, &hs__stream_ops);
     d->timer.cb = hs__on_timer;
     d->ka.cb = hs__on_ka;
     d->next_id = 1;
@@ -126,7 +119,7 @@ int hs_device_init(struct hs_device *d, struct hs_worker *w, const char *id,
 
 void hs_device_deinit(struct hs_device *d)
 {
-    if (d->io.fd >= 0 || d->conn != NULL)
+    if (d->stream.io.fd >= 0 || d->conn != NULL)
         hs__drop(d, false);
     for (uint32_t i = 0; i < d->ninflight; i++)
         free(d->inflight[i].pkt);
@@ -160,7 +153,7 @@ void hs_device_phase(struct hs_device *d, enum hs_phase phase)
 
 bool hs_device_storm(struct hs_device *d)
 {
-    if (d->state < HS_DEV_TCP || d->state > HS_DEV_DRAIN)
+    if (d->state < HS_DEV_STREAM || d->state > HS_DEV_DRAIN)
         return false;
     d->storm_hit = true;
     hs_stat_add(&d->w->stats.storm_drops, 1);
@@ -207,8 +200,8 @@ static void hs__set_state(struct hs_device *d, enum hs_dev_state s)
 {
     struct hs_stats *st = &d->w->stats;
     enum hs_dev_state old = d->state;
-    bool was_conn = old >= HS_DEV_TCP && old <= HS_DEV_MQTT;
-    bool is_conn = s >= HS_DEV_TCP && s <= HS_DEV_MQTT;
+    bool was_conn = old >= HS_DEV_STREAM && old <= HS_DEV_MQTT;
+    bool is_conn = s >= HS_DEV_STREAM && s <= HS_DEV_MQTT;
     bool was_up = old >= HS_DEV_SUB && old <= HS_DEV_DRAIN;
     bool is_up = s >= HS_DEV_SUB && s <= HS_DEV_DRAIN;
     if (was_conn != is_conn)
@@ -229,15 +222,25 @@ static void hs__set_state(struct hs_device *d, enum hs_dev_state s)
 }
 
 /* ------------------------------------------------------------------ */
-/* Connecting: TCP, TLS, WebSocket, CONNECT                            */
+/* Connecting: the stream (TCP, TLS, WebSocket), then CONNECT          */
 /* ------------------------------------------------------------------ */
+
+/* The name of the phase d is in, for errors. */
+static const char *hs__phase_name(const struct hs_device *d)
+{
+    if (d->state == HS_DEV_STREAM)
+        return hs_stream_phase_name(&d->stream);
+    return hs__state_names[d->state];
+}
 
 static void hs__connect(struct hs_device *d)
 {
-    const struct hs_config *cfg = d->w->run->cfg;
-    int err = 0;
+    const struct hs_run *run = d->w->run;
+    const struct hs_config *cfg = run->cfg;
+    const char *step = NULL;
+    enum hs_err kind = HS_ERR_LOCAL;
     hs_stat_add(&d->w->stats.attempts, 1);
-    hs__set_state(d, HS_DEV_TCP);
+    hs__set_state(d, HS_DEV_STREAM);
     d->t_start_us = hs__now_us();
     hg_timer_start(&d->w->loop, &d->timer, cfg->connect_timeout_ms);
     if (hs__amqp(d)) {
@@ -245,179 +248,54 @@ static void hs__connect(struct hs_device *d)
         hs_amqp_device_open(d);
         return;
     }
-    if (hs__socket(d, &err) < 0) {
-        hs__fail(d, hs_err_from_errno(err), "connect: %s", strerror(err));
-        return;
-    }
-    d->events = EPOLLOUT;
-    int rc = hg_io_add(&d->w->loop, &d->io, d->events);
-    if (rc < 0)
-        hs__fail(d, HS_ERR_LOCAL, "epoll: %s", strerror(-rc));
+    const struct sockaddr_storage *src =
+        cfg->nbinds > 0 ? &cfg->binds[d->index % cfg->nbinds] : NULL;
+    int rc = hs_stream_connect(&d->stream, src,
+                               run->ids ? &run->ids[d->index] : NULL,
+                               cfg->protocol == HS_PROTO_MQTT_WS, &kind, &step);
+    if (rc < 0) /* a device calls a failed bind a failed connect */
+        hs__fail(d, kind, "%s: %s", strcmp(step, "bind") ? step : "connect",
+                 strerror(-rc));
+}
+
+static bool hs__stream_up(struct hs_stream *s)
+{
+    return hs__mqtt_start(hg_container_of(s, struct hs_device, stream));
+}
+
+static bool hs__stream_input(struct hs_stream *s, const uint8_t *data,
+                             size_t len)
+{
+    return hs__mqtt_input(hg_container_of(s, struct hs_device, stream), data,
+                          len);
 }
 
 /*
- * Opens a non-blocking socket, binds it to the device's source address
- * when --bind gave some, and starts connecting. Returns 0 (connected or in
- * progress; the socket is in d->io.fd), or -1 with the errno in *err.
+ * Counts the stream's failure; a TLS one by what it was and the phase it
+ * hit, and a refusal of a client certificate the hub asked for and did not
+ * get (seen as the first failure after the handshake) as a TLS failure.
  */
-static int hs__socket(struct hs_device *d, int *err)
+static void hs__stream_fail(struct hs_stream *s, enum hs_err kind,
+                            const char *text, const struct hs_tls_failure *tls)
 {
-    const struct hs_run *run = d->w->run;
-    const struct hs_config *cfg = run->cfg;
-    int one = 1;
-    int fd = socket(run->addr.ss_family,
-                    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
-    if (fd < 0) {
-        *err = errno;
-        return -1;
-    }
-    d->io.fd = fd;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (cfg->nbinds > 0) {
-        const struct sockaddr_storage *src =
-            &cfg->binds[d->index % cfg->nbinds];
-        socklen_t len = src->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                   : sizeof(struct sockaddr_in);
-        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
-        if (bind(fd, (const struct sockaddr *)src, len) < 0) {
-            *err = errno;
-            return -1;
-        }
-    }
-    if (connect(fd, (const struct sockaddr *)&run->addr, run->addr_len) < 0 &&
-        errno != EINPROGRESS) {
-        *err = errno;
-        return -1;
-    }
-    return 0;
-}
-
-static void hs__tcp_done(struct hs_device *d)
-{
-    const struct hs_run *run = d->w->run;
-    int err = 0;
-    socklen_t len = sizeof(err);
-    if (getsockopt(d->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        err = errno;
-    if (err != 0) {
-        hs__fail(d, hs_err_from_errno(err), "connect: %s", strerror(err));
+    struct hs_device *d = hg_container_of(s, struct hs_device, stream);
+    const char *phase = hs__phase_name(d);
+    if (tls == NULL) {
+        hs__fail(d, kind, "%s", text);
         return;
     }
-    d->t_tcp_us = hs__now_us();
-    d->ssl = hs_tls_new(run->tls, d->io.fd, run->cfg->hub,
-                        run->ids ? &run->ids[d->index] : NULL);
-    if (d->ssl == NULL) {
-        hs__fail(d, HS_ERR_LOCAL, "no memory for TLS");
-        return;
-    }
-    hs__set_state(d, HS_DEV_TLS);
-    hs__tls_step(d);
-}
-
-static void hs__tls_step(struct hs_device *d)
-{
-    struct hs_tls_failure f;
-    switch (hs_tls_handshake(d->ssl, &f)) {
-    case HS_TLS_OK:
-        d->want_out = false;
-        hs_stats_latency(&d->w->stats, &d->w->stats.tls_all,
-                         hs__now_us() - d->t_tcp_us);
-        if (d->w->run->cfg->protocol == HS_PROTO_MQTT_WS)
-            hs__ws_start(d);
-        else
-            hs__mqtt_start(d);
-        return;
-    case HS_TLS_WANT_READ:
-        d->want_out = false;
-        hs__update_events(d);
-        return;
-    case HS_TLS_WANT_WRITE:
-        d->want_out = true;
-        hs__update_events(d);
-        return;
-    case HS_TLS_FAILED:
-        hs__tls_fail(d, &f);
-        return;
-    }
-}
-
-/* Counts a TLS-level failure by what it was and the phase it hit. */
-static void hs__tls_fail(struct hs_device *d, const struct hs_tls_failure *f)
-{
-    const char *phase = hs__state_names[d->state];
-    if ((d->state == HS_DEV_WS || d->state == HS_DEV_MQTT) &&
-        hs_tls_cert_missing(d->ssl)) {
+    if ((s->phase == HS_STREAM_WS || d->state == HS_DEV_MQTT) &&
+        hs_tls_cert_missing(s->ssl)) {
         hs__fail(d, HS_ERR_TLS,
                  "%s: %s (the hub asked for a client certificate and none "
                  "was given)",
-                 phase, f->reason);
+                 phase, text);
         return;
     }
-    switch (f->kind) {
-    case HS_TLS_F_VERIFY:
-        hs__fail(d, HS_ERR_TLS_VERIFY, "%s", f->reason);
-        break;
-    case HS_TLS_F_PROTO:
-        hs__fail(d, HS_ERR_TLS, "%s: %s", phase, f->reason);
-        break;
-    case HS_TLS_F_CLOSED:
-        hs__fail(d, d->state == HS_DEV_TLS ? HS_ERR_TLS : HS_ERR_CLOSED,
-                 "%s: %s", phase, f->reason);
-        break;
-    case HS_TLS_F_RESET:
-        hs__fail(d, hs_err_from_errno(f->errno_value), "%s: %s", phase,
-                 f->reason);
-        break;
-    }
-}
-
-static bool hs__ws_start(struct hs_device *d)
-{
-    const struct hs_config *cfg = d->w->run->cfg;
-    uint8_t nonce[16];
-    uint64_t r[2] = {hs_rand(&d->w->rng), hs_rand(&d->w->rng)};
-    memcpy(nonce, r, sizeof(nonce));
-    hs_ws_key(nonce, d->ws_key);
-    char *req = (char *)d->w->wbuf;
-    size_t n = hs_ws_request(req, HS_WBUF_SIZE, cfg->hub, cfg->ws_path,
-                             d->ws_key, "mqtt");
-    hs__set_state(d, HS_DEV_WS);
-    return hs__send(d, (const uint8_t *)req, n);
-}
-
-/* Looks at the upgrade answer gathered in d->in so far. */
-static bool hs__ws_answer(struct hs_device *d)
-{
-    size_t used = 0;
-    int status = 0;
-    const char *why = NULL;
-    enum hs_ws_rc rc = hs_ws_response((const char *)d->in.data + d->in.off,
-                                      d->in.len - d->in.off, d->ws_key, "mqtt",
-                                      &used, &status, &why);
-    if (rc == HS_WS_AGAIN)
-        return true;
-    if (rc == HS_WS_ERROR) {
-        if (status != 0 && status != 101)
-            hs__fail(d, HS_ERR_WS, "upgrade: HTTP %d", status);
-        else
-            hs__fail(d, HS_ERR_WS, "upgrade: %s", why);
-        return false;
-    }
-    d->ws = malloc(sizeof(*d->ws));
-    if (d->ws == NULL) {
-        hs__fail(d, HS_ERR_LOCAL, "no memory for the WebSocket");
-        return false;
-    }
-    hs_ws_decoder_init(d->ws);
-    /* Whatever followed the head is frame data: take it aside. */
-    struct hs_buf rest = d->in;
-    rest.off += used;
-    memset(&d->in, 0, sizeof(d->in));
-    bool alive = hs__mqtt_start(d);
-    if (alive && rest.len > rest.off)
-        alive = hs__ws_input(d, rest.data + rest.off, rest.len - rest.off);
-    hs_buf_free(&rest);
-    return alive;
+    if (tls->kind == HS_TLS_F_VERIFY)
+        hs__fail(d, kind, "%s", text);
+    else
+        hs__fail(d, kind, "%s: %s", phase, text);
 }
 
 static bool hs__mqtt_start(struct hs_device *d)
@@ -439,38 +317,12 @@ static bool hs__mqtt_start(struct hs_device *d)
     size_t n = hs_mqtt_connect_encode(pkt, HS_WBUF_SIZE - HS_HEADROOM, &c);
     hs__renew_plan(d, now_s);
     hs__set_state(d, HS_DEV_MQTT);
-    return hs__send_packet(d, HS_WS_BINARY, pkt, n);
+    return hs__send(d, pkt, n);
 }
 
 /* ------------------------------------------------------------------ */
 /* Events and I/O                                                      */
 /* ------------------------------------------------------------------ */
-
-static void hs__on_io(struct hg_loop *loop, struct hg_io *io, uint32_t ev)
-{
-    struct hs_device *d = hg_container_of(io, struct hs_device, io);
-    (void)loop;
-    switch (d->state) {
-    case HS_DEV_TCP:
-        hs__tcp_done(d);
-        return;
-    case HS_DEV_TLS:
-        hs__tls_step(d);
-        return;
-    case HS_DEV_WS:
-    case HS_DEV_MQTT:
-    case HS_DEV_SUB:
-    case HS_DEV_RUN:
-    case HS_DEV_DRAIN:
-        if (d->out.len > d->out.off && (ev & EPOLLOUT) && !hs__flush(d))
-            return;
-        if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP) || d->want_out)
-            hs__read(d);
-        return;
-    default:
-        return; /* a stale event for a connection already closed */
-    }
-}
 
 static void hs__on_timer(struct hg_loop *loop, struct hg_timer *t)
 {
@@ -481,12 +333,9 @@ static void hs__on_timer(struct hg_loop *loop, struct hg_timer *t)
     case HS_DEV_IDLE:
         hs__connect(d);
         return;
-    case HS_DEV_TCP:
-        hs__fail(d, HS_ERR_TCP_TIMEOUT, "no TCP connection in %" PRIu64 " ms",
-                 cfg->connect_timeout_ms);
+    case HS_DEV_STREAM:
+        hs_stream_expired(&d->stream, cfg->connect_timeout_ms);
         return;
-    case HS_DEV_TLS:
-    case HS_DEV_WS:
     case HS_DEV_POOL:
     case HS_DEV_CBS:
     case HS_DEV_LINK:
@@ -530,12 +379,12 @@ static void hs__on_ka(struct hg_loop *loop, struct hg_timer *t)
         }
     }
     if (cfg->keepalive_s && !d->ping_out && !hs__amqp(d) &&
-        loop->now >= d->last_send + cfg->keepalive_s * 1000ull) {
+        loop->now >= d->stream.last_send + cfg->keepalive_s * 1000ull) {
         uint8_t *pkt = d->w->wbuf + HS_HEADROOM;
         size_t n = hs_mqtt_empty_encode(pkt, 2, HS_MQTT_PINGREQ);
         d->ping_out = true;
         d->ping_sent = loop->now;
-        if (!hs__send_packet(d, HS_WS_BINARY, pkt, n))
+        if (!hs__send(d, pkt, n))
             return;
     }
     hs__ka_arm(d);
@@ -552,7 +401,7 @@ static void hs__ka_arm(struct hs_device *d)
     if (d->ping_out)
         next = d->ping_sent + cfg->ack_timeout_ms;
     else if (cfg->keepalive_s && !hs__amqp(d))
-        next = d->last_send + cfg->keepalive_s * 1000ull;
+        next = d->stream.last_send + cfg->keepalive_s * 1000ull;
     if (d->renew_at && d->state == HS_DEV_RUN && d->renew_at < next)
         next = d->renew_at;
     /* Messages kept from a dropped connection count once re-sent. */
@@ -573,163 +422,13 @@ static void hs__ka_arm(struct hs_device *d)
         hg_timer_start(loop, &d->ka, next > loop->now ? next - loop->now : 0);
 }
 
-/* Registers for what the connection waits on. Returns false if dropped. */
-static bool hs__update_events(struct hs_device *d)
-{
-    uint32_t want = EPOLLIN;
-    if (d->out.len > d->out.off || d->want_out)
-        want |= EPOLLOUT;
-    if (want == d->events)
-        return true;
-    int rc = hg_io_mod(&d->w->loop, &d->io, want);
-    if (rc < 0) {
-        hs__fail(d, HS_ERR_LOCAL, "epoll: %s", strerror(-rc));
-        return false;
-    }
-    d->events = want;
-    return true;
-}
-
 /*
- * Writes data, or queues what the socket does not take now behind what is
- * already queued. Returns false when the connection failed (and is gone).
+ * Sends one MQTT packet; pkt must have HS_HEADROOM bytes free before it
+ * (see hs_stream_send). Returns false when the device failed.
  */
-static bool hs__send(struct hs_device *d, const uint8_t *data, size_t len)
+static bool hs__send(struct hs_device *d, uint8_t *pkt, size_t len)
 {
-    size_t off = 0;
-    d->last_send = d->w->loop.now;
-    while (d->out.len == d->out.off && off < len) {
-        struct hs_tls_failure f;
-        size_t n = 0;
-        enum hs_tls_rc rc = hs_tls_write(d->ssl, data + off, len - off, &n, &f);
-        if (rc == HS_TLS_FAILED) {
-            hs__tls_fail(d, &f);
-            return false;
-        }
-        if (rc != HS_TLS_OK)
-            break;
-        off += n;
-    }
-    if (off < len && !hs_buf_add(&d->out, data + off, len - off)) {
-        hs__fail(d, HS_ERR_LOCAL, "no memory for the send queue");
-        return false;
-    }
-    return hs__update_events(d);
-}
-
-/*
- * Sends one MQTT packet (or, for op other than BINARY, a control frame's
- * payload). pkt must have HS_HEADROOM bytes free before it: over
- * WebSockets the frame head goes there and the payload is masked in place.
- */
-static bool hs__send_packet(struct hs_device *d, enum hs_ws_opcode op,
-                            uint8_t *pkt, size_t len)
-{
-    if (d->w->run->cfg->protocol != HS_PROTO_MQTT_WS)
-        return hs__send(d, pkt, len);
-    uint32_t m = (uint32_t)hs_rand(&d->w->rng);
-    uint8_t mask[4];
-    memcpy(mask, &m, sizeof(mask));
-    size_t hlen = hs_ws_header_size(len, true);
-    hs_ws_header(pkt - hlen, op, len, mask);
-    hs_ws_mask(pkt, len, mask, 0);
-    return hs__send(d, pkt - hlen, len + hlen);
-}
-
-/* Writes queued bytes while the socket takes them. */
-static bool hs__flush(struct hs_device *d)
-{
-    while (d->out.len > d->out.off) {
-        struct hs_tls_failure f;
-        size_t n = 0;
-        enum hs_tls_rc rc = hs_tls_write(d->ssl, d->out.data + d->out.off,
-                                         d->out.len - d->out.off, &n, &f);
-        if (rc == HS_TLS_FAILED) {
-            hs__tls_fail(d, &f);
-            return false;
-        }
-        if (rc != HS_TLS_OK)
-            break;
-        d->out.off += n;
-    }
-    if (d->out.off == d->out.len)
-        hs_buf_free(&d->out);
-    return hs__update_events(d);
-}
-
-/* Reads until the socket is empty; each piece goes to hs__input. */
-static void hs__read(struct hs_device *d)
-{
-    uint8_t *buf = d->w->rbuf;
-    for (;;) {
-        struct hs_tls_failure f;
-        size_t n = 0;
-        enum hs_tls_rc rc = hs_tls_read(d->ssl, buf, HS_RBUF_SIZE, &n, &f);
-        if (rc == HS_TLS_OK) {
-            if (!hs__input(d, buf, n))
-                return;
-            continue;
-        }
-        if (rc == HS_TLS_FAILED) {
-            hs__tls_fail(d, &f);
-            return;
-        }
-        d->want_out = rc == HS_TLS_WANT_WRITE;
-        hs__update_events(d);
-        return;
-    }
-}
-
-/* Routes bytes read: upgrade answer, WebSocket frames or MQTT. */
-static bool hs__input(struct hs_device *d, const uint8_t *data, size_t len)
-{
-    if (d->state == HS_DEV_WS) {
-        if (!hs_buf_add(&d->in, data, len)) {
-            hs__fail(d, HS_ERR_LOCAL, "no memory for input");
-            return false;
-        }
-        if (d->in.len - d->in.off > HS_WS_RESPONSE_MAX + HS_RBUF_SIZE) {
-            hs__fail(d, HS_ERR_WS, "upgrade: answer too long");
-            return false;
-        }
-        return hs__ws_answer(d);
-    }
-    if (d->ws != NULL)
-        return hs__ws_input(d, data, len);
-    return hs__mqtt_input(d, data, len);
-}
-
-static bool hs__ws_input(struct hs_device *d, const uint8_t *data, size_t len)
-{
-    size_t off = 0;
-    while (off < len) {
-        struct hs_ws_event ev;
-        size_t used = 0;
-        const char *why = NULL;
-        enum hs_ws_rc rc =
-            hs_ws_decode(d->ws, data + off, len - off, &used, &ev, &why);
-        off += used;
-        if (rc == HS_WS_ERROR) {
-            hs__fail(d, HS_ERR_WS, "%s", why);
-            return false;
-        }
-        if (rc == HS_WS_AGAIN)
-            break;
-        if (ev.type == HS_WS_EV_DATA && !hs__mqtt_input(d, ev.data, ev.len))
-            return false;
-        if (ev.type == HS_WS_EV_PING) {
-            uint8_t *pkt = d->w->wbuf + HS_HEADROOM;
-            memcpy(pkt, ev.data, ev.len);
-            if (!hs__send_packet(d, HS_WS_PONG, pkt, ev.len))
-                return false;
-        }
-        if (ev.type == HS_WS_EV_CLOSE) {
-            hs__fail(d, HS_ERR_WS, "the server closed the WebSocket (%u)",
-                     ev.close_code);
-            return false;
-        }
-    }
-    return true;
+    return hs_stream_send(&d->stream, pkt, len);
 }
 
 /*
@@ -842,7 +541,7 @@ static bool hs__on_connack(struct hs_device *d, const struct hs_mqtt_connack *c)
     uint8_t *pkt = d->w->wbuf + HS_HEADROOM;
     size_t n = hs_mqtt_subscribe_encode(pkt, HS_WBUF_SIZE - HS_HEADROOM, &s);
     hs__set_state(d, HS_DEV_SUB);
-    if (!hs__send_packet(d, HS_WS_BINARY, pkt, n))
+    if (!hs__send(d, pkt, n))
         return false;
     hs__ka_arm(d);
     return true;
@@ -935,7 +634,7 @@ static bool hs__on_c2d(struct hs_device *d, const struct hs_mqtt_publish *p)
     }
     uint8_t *pkt = d->w->wbuf + HS_HEADROOM;
     size_t n = hs_mqtt_ack_encode(pkt, 4, HS_MQTT_PUBACK, p->packet_id);
-    return hs__send_packet(d, HS_WS_BINARY, pkt, n);
+    return hs__send(d, pkt, n);
 }
 
 /* Connected: plan the next publish (the first after a random delay). */
@@ -1033,7 +732,7 @@ static bool hs__publish(struct hs_device *d)
     }
     d->sent++;
     hs_stat_add(&w->stats.sent, 1);
-    if (!hs__send_packet(d, HS_WS_BINARY, pkt, n))
+    if (!hs__send(d, pkt, n))
         return false;
     if (d->ninflight == 1)
         hs__ka_arm(d);
@@ -1062,7 +761,6 @@ static bool hs__publish_amqp(struct hs_device *d, const uint8_t *payload,
     if (w->run->cfg->qos > 0)
         d->inflight[d->ninflight++] = m;
     d->sent++;
-    d->last_send = w->loop.now;
     hs_stat_add(&w->stats.sent, 1);
     if (d->ninflight == 1)
         hs__ka_arm(d);
@@ -1083,7 +781,7 @@ static bool hs__resend(struct hs_device *d)
         hs_stat_add(&d->w->stats.resent, 1);
         memcpy(pkt, m->pkt, m->len); /* masking (mqtt-ws) works in place */
         pkt[0] |= HS_MQTT_DUP;
-        if (!hs__send_packet(d, HS_WS_BINARY, pkt, m->len))
+        if (!hs__send(d, pkt, m->len))
             return false;
     }
     hs__ka_arm(d);
@@ -1122,14 +820,10 @@ static bool hs__goodbye(struct hs_device *d)
     }
     uint8_t *pkt = d->w->wbuf + HS_HEADROOM;
     size_t n = hs_mqtt_empty_encode(pkt, 2, HS_MQTT_DISCONNECT);
-    if (!hs__send_packet(d, HS_WS_BINARY, pkt, n))
+    if (!hs__send(d, pkt, n))
         return false;
-    if (d->ws != NULL) {
-        pkt[0] = 0x03; /* 1000: normal closure */
-        pkt[1] = 0xE8;
-        if (!hs__send_packet(d, HS_WS_CLOSE, pkt, 2))
-            return false;
-    }
+    if (!hs_stream_ws_close(&d->stream, 1000)) /* normal closure */
+        return false;
     hs__drop(d, true);
     return true;
 }
@@ -1223,26 +917,11 @@ static void hs__drop(struct hs_device *d, bool graceful)
     hg_timer_stop(loop, &d->ka);
     if (d->conn != NULL)
         hs_amqp_device_drop(d, graceful);
-    if (d->ssl != NULL) {
-        if (graceful)
-            hs_tls_close(d->ssl);
-        else
-            SSL_free(d->ssl);
-        d->ssl = NULL;
-    }
-    if (d->io.fd >= 0) {
-        hg_io_del(loop, &d->io);
-        close(d->io.fd);
-        d->io.fd = -1;
-    }
-    d->events = 0;
-    hs_buf_free(&d->out);
+    hs_stream_close(&d->stream, graceful);
     hs_buf_free(&d->in);
-    free(d->ws);
-    d->ws = NULL;
     if (!d->w->run->cfg->resend || hs__amqp(d))
         hs__inflight_lost(d);
-    d->blocked = d->ping_out = d->want_out = false;
+    d->blocked = d->ping_out = false;
 }
 
 /*

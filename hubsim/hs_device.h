@@ -2,9 +2,9 @@
  * hs_device: one simulated device and its connection, as a state machine
  * driven by its worker's event loop:
  *
- *   IDLE -> TCP -> TLS -> [WS] -> MQTT -> [SUB] -> RUN -> DRAIN -> DONE
- *     ^                                              |
- *     +---- back-off (exponential, full jitter) <----+ on any failure
+ *   IDLE -> STREAM -> MQTT -> [SUB] -> RUN -> DRAIN -> DONE
+ *     ^                                         |
+ *     +-- back-off (exponential, full jitter) <-+ on any failure
  *
  * Over AMQP the device shares its group's connection (hs_amqp) instead:
  *
@@ -14,16 +14,17 @@
  * sender link's attach; the schedule, the in-flight window, the losses and
  * the back-off are the same as over MQTT.
  *
- * TCP connects to the run's address; TLS sends the hub's name as SNI and
- * checks the certificate for it; WS is the HTTP upgrade for mqtt-ws; MQTT
- * waits for CONNACK; SUB for the C2D SUBACK. RUN publishes on a fixed-rate
- * schedule with up to --inflight QoS 1 messages unacknowledged; DRAIN waits
- * for the last PUBACKs once nothing is left to send. QoS 1 messages in
- * flight when a connection ends are sent again, with DUP set, once the
- * device is connected again (at least once, like the Azure IoT SDKs), or
- * with --resend-unacked 0 counted lost. A generated SAS token is renewed
- * before it expires by draining, DISCONNECT and connecting again; a storm
- * (--storm-at) drops every connection at once without DISCONNECT.
+ * STREAM sets up the device's own hs_stream: TCP to the run's address,
+ * TLS with the hub's name as SNI and the certificate checked for it, and
+ * for mqtt-ws the HTTP upgrade. MQTT waits for CONNACK; SUB for the C2D
+ * SUBACK. RUN publishes on a fixed-rate schedule with up to --inflight QoS
+ * 1 messages unacknowledged; DRAIN waits for the last PUBACKs once nothing
+ * is left to send. QoS 1 messages in flight when a connection ends are
+ * sent again, with DUP set, once the device is connected again (at least
+ * once, like the Azure IoT SDKs), or with --resend-unacked 0 counted lost.
+ * A generated SAS token is renewed before it expires by draining,
+ * DISCONNECT and connecting again; a storm (--storm-at) drops every
+ * connection at once without DISCONNECT.
  */
 #ifndef HS_DEVICE_H
 #define HS_DEVICE_H
@@ -32,29 +33,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <openssl/ssl.h>
 #include <proton/link.h>
 
 #include "hg_loop.h"
 
 #include "hs_buf.h"
 #include "hs_opts.h"
+#include "hs_stream.h"
 #include "hs_worker.h"
-#include "hs_ws.h"
 
 enum hs_dev_state {
-    HS_DEV_IDLE,  /* not started, or waiting to reconnect */
-    HS_DEV_TCP,   /* TCP connect in progress */
-    HS_DEV_TLS,   /* TLS handshake */
-    HS_DEV_WS,    /* upgrade request sent, reading the answer */
-    HS_DEV_POOL,  /* AMQP: waiting for the shared connection */
-    HS_DEV_CBS,   /* AMQP: put-token sent, waiting for its status */
-    HS_DEV_LINK,  /* AMQP: sender link attach sent */
-    HS_DEV_MQTT,  /* CONNECT sent, waiting for CONNACK */
-    HS_DEV_SUB,   /* SUBSCRIBE sent, waiting for SUBACK */
-    HS_DEV_RUN,   /* publishing */
-    HS_DEV_DRAIN, /* nothing left to send; waiting for PUBACKs */
-    HS_DEV_DONE,  /* finished for good */
+    HS_DEV_IDLE,   /* not started, or waiting to reconnect */
+    HS_DEV_STREAM, /* TCP, TLS, [WS]: the stream's phase says which */
+    HS_DEV_POOL,   /* AMQP: waiting for the shared connection */
+    HS_DEV_CBS,    /* AMQP: put-token sent, waiting for its status */
+    HS_DEV_LINK,   /* AMQP: sender link attach sent */
+    HS_DEV_MQTT,   /* CONNECT sent, waiting for CONNACK */
+    HS_DEV_SUB,    /* SUBSCRIBE sent, waiting for SUBACK */
+    HS_DEV_RUN,    /* publishing */
+    HS_DEV_DRAIN,  /* nothing left to send; waiting for PUBACKs */
+    HS_DEV_DONE,   /* finished for good */
 };
 
 /* A QoS 1 message not yet acknowledged. */
@@ -70,38 +68,30 @@ struct hs_device {
     const char *id; /* owned by the config */
     uint32_t index; /* in the fleet; picks the --bind address */
     enum hs_dev_state state;
-    struct hg_io io;       /* fd -1 while not connected */
-    uint32_t events;       /* what io is registered for */
-    struct hg_timer timer; /* connect deadline, back-off, next publish */
-    struct hg_timer ka;    /* keep-alive, PUBACK and PINGRESP deadlines */
-    SSL *ssl;
-    struct hs_ws_decoder *ws; /* mqtt-ws, once upgraded */
-    char ws_key[HS_WS_KEY_LEN + 1];
-    struct hs_buf out;
-    struct hs_buf in;
+    struct hs_stream stream; /* MQTT: TCP, TLS, [WS]; its last_send */
+    struct hg_timer timer;   /* connect deadline, back-off, next publish */
+    struct hg_timer ka;      /* keep-alive, PUBACK and PINGRESP deadlines */
+    struct hs_buf in;        /* an MQTT packet not yet whole */
     bool ever_connected;
     bool blocked;      /* a publish is due but --inflight are unacknowledged */
     bool ping_out;     /* a PINGREQ waits for its PINGRESP */
-    bool want_out;     /* TLS needs the socket writable */
     bool renewing;     /* reconnecting for a fresh token */
     bool storm_hit;    /* a storm dropped the connection; not up since */
-    uint32_t failures; /* in a row, since the last CONNACK */
-    uint64_t t_start_us; /* this connection attempt began */
-    uint64_t t_tcp_us;   /* its TCP connect finished */
-    uint64_t sent;       /* messages published, over every connection */
-    uint64_t next_due;   /* loop ms of the next publish; 0: not yet planned */
-    uint64_t last_send;  /* loop ms */
-    uint64_t ping_sent;  /* loop ms */
-    uint64_t renew_at;   /* loop ms to renew the token at; 0: never */
-    uint32_t interval_idx;
+    bool amqp_waiting; /* AMQP: to begin once the connection is up */
     uint16_t next_id;
     uint16_t sub_id;
-    struct hs_inflight *inflight;
+    uint32_t failures; /* in a row, since the last CONNACK */
+    uint32_t interval_idx;
     uint32_t ninflight;
+    uint64_t t_start_us; /* this connection attempt began */
+    uint64_t sent;       /* messages published, over every connection */
+    uint64_t next_due;   /* loop ms of the next publish; 0: not yet planned */
+    uint64_t ping_sent;  /* loop ms */
+    uint64_t renew_at;   /* loop ms to renew the token at; 0: never */
+    struct hs_inflight *inflight;
     struct hs_amqp_conn *conn; /* AMQP: the shared connection held */
     pn_link_t *link;           /* AMQP: this device's sender link */
     uint64_t cbs_id;           /* AMQP: the put-token request waited for */
-    bool amqp_waiting;         /* AMQP: to begin once the connection is up */
 };
 
 /* Sets d up as device id of w; returns 0 or -ENOMEM. */
