@@ -2,6 +2,7 @@
 
 #include <inttypes.h>
 #include <stdarg.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -336,10 +337,14 @@ void hs_vars_next(const struct hs_vars *vars, struct hs_vslot *slots,
             s->v.i =
                 d->min + (int64_t)(hs_rand(rng) % (uint64_t)(d->max - d->min));
             break;
-        case HS_VK_DOUBLE:
-            s->v.d = d->dmin + (double)(hs_rand(rng) >> 11) * 0x1p-53 *
-                                   (d->dmax - d->dmin);
-            break;
+        case HS_VK_DOUBLE: {
+            /* Weighted, not min + u * (max - min): the range itself may be
+             * beyond the largest double. */
+            double u = (double)(hs_rand(rng) >> 11) * 0x1p-53;
+            s->v.d = d->dmin * (1 - u) + d->dmax * u;
+            if (!(s->v.d < d->dmax)) /* rounded up to max: keep [min, max) */
+                s->v.d = nextafter(d->dmax, d->dmin);
+        } break;
         case HS_VK_VALUES:
             s->item = (uint32_t)(hs_rand(rng) % d->nitems);
             break;

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,6 +158,15 @@ static void test_random_values_strings(void **state)
         assert_true(any >= 0 && any < 2147483647L);
     }
     assert_true(seen_t[0] > 100 && seen_t[1] > 100);
+    hs_payload_free(&p);
+    /* A range wider than the largest double still gives finite values. */
+    plan(&p, "[{name:\"W\",randomDouble:true,min:-1e308,max:1e308}]", NULL,
+         "$.W");
+    assert_int_equal(hs_payload_finish(&p, ids, 3, NULL, 0), 0);
+    for (int i = 0; i < 100; i++) {
+        double w = strtod(strchr(msg(&p, 0, (uint64_t)i, &rng), ' ') + 1, NULL);
+        assert_true(isfinite(w) && w >= -1e308 && w < 1e308);
+    }
     assert_true(seen_e[0] > 60 && seen_e[1] > 60 && seen_e[2] > 60);
     hs_payload_free(&p);
 }
