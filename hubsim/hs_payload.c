@@ -88,6 +88,7 @@ int hs_payload_add_template(struct hs_payload *p, unsigned pct,
     struct hs_pl_item it = {.kind = HS_PL_TEMPLATE, .pct = pct};
     if (hs_template_compile_vars(&it.tpl, text, p->vars.names, p->vars.n) < 0)
         return -1;
+    hs_template_warn_unknown("template", text, p->vars.names, p->vars.n);
     it.device_id = device_id ? strdup(device_id) : NULL;
     if ((device_id && it.device_id == NULL) || hs__add(p, &it) < 0) {
         hs_template_free(&it.tpl);
@@ -123,6 +124,7 @@ int hs_payload_set_header(struct hs_payload *p, const char *text)
     if (hs_template_compile_vars(&p->header, text, p->vars.names, p->vars.n) <
         0)
         return -1;
+    hs_template_warn_unknown("Header", text, p->vars.names, p->vars.n);
     p->has_header = true;
     return 0;
 }

@@ -1,10 +1,13 @@
 #include "hs_template.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "hs_opts.h"
 
 /* 0001-01-01 to 1970-01-01 in 100 ns ticks. */
 #define HS_TICKS_AT_EPOCH UINT64_C(621355968000000000)
@@ -121,6 +124,52 @@ int hs_template_compile_vars(struct hs_template *t, const char *text,
     t->pieces[t->npieces++] =
         (struct hs_template_piece){start, i - start, HS_VAR_NONE, 0};
     return 0;
+}
+
+size_t hs_template_warn_unknown(const char *what, const char *text,
+                                const char *const *names, size_t n)
+{
+    size_t warned = 0;
+    size_t nbuiltin = sizeof(hs__vars) / sizeof(hs__vars[0]);
+    const char **all = malloc((nbuiltin + n) * sizeof(*all));
+    if (all == NULL)
+        return 0;
+    for (size_t i = 0; i < nbuiltin; i++)
+        all[i] = hs__vars[i].name;
+    for (size_t i = 0; i < n; i++)
+        all[nbuiltin + i] = names[i];
+    for (const char *p = text; (p = strstr(p, "$.")) != NULL; p += 2) {
+        size_t len;
+        uint32_t user;
+        if (hs__match(p + 2, &len, names, n, &user) != HS_VAR_NONE)
+            continue;
+        len = 0;
+        while (isalnum((unsigned char)p[2 + len]) || p[2 + len] == '_')
+            len++;
+        if (isdigit((unsigned char)p[2])) /* "$.5": money, not a name */
+            continue;
+        if (len == 0 || len > 64)
+            continue;
+        char word[65];
+        memcpy(word, p + 2, len);
+        word[len] = '\0';
+        /* Said already for an earlier "$.word"? */
+        bool seen = false;
+        for (const char *q = text; q < p && !seen; q++)
+            seen = strncmp(q, p, len + 2) == 0 &&
+                   !isalnum((unsigned char)q[len + 2]) && q[len + 2] != '_';
+        if (seen)
+            continue;
+        const char *near = hs_opts_suggest(word, all, nbuiltin + n);
+        fprintf(stderr,
+                "hubsim: warning: %s: $.%s is neither a variable nor a "
+                "built-in and goes out as written%s%s%s\n",
+                what, word, near ? " (did you mean $." : "", near ? near : "",
+                near ? "?)" : "");
+        warned++;
+    }
+    free(all);
+    return warned;
 }
 
 void hs_template_free(struct hs_template *t)

@@ -77,6 +77,16 @@ int hs_template_compile(struct hs_template *t, const char *text);
 int hs_template_compile_vars(struct hs_template *t, const char *text,
                              const char *const *names, size_t n);
 
+/*
+ * Warns on stderr, once per name, about each "$.Name" in text that is
+ * neither a built-in nor one of names[0..n): it goes out as written, which
+ * is seldom what was meant ("$.Countr", "$.deviceid"). what names the text
+ * in the warning ("Template", "Header"). Returns how many names it warned
+ * about.
+ */
+size_t hs_template_warn_unknown(const char *what, const char *text,
+                                const char *const *names, size_t n);
+
 /* True when the template uses no variable at all. */
 bool hs_template_is_plain(const struct hs_template *t);
 

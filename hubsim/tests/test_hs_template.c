@@ -81,6 +81,25 @@ static void test_plain_text_and_unknown(void **state)
     assert_string_equal(render("a$.Counter$.Counter", 1), "a22");
 }
 
+/* Unknown names are warned about once each; known ones never. */
+static void test_warn_unknown(void **state)
+{
+    (void)state;
+    const char *names[] = {"Temperature", "Status"};
+    assert_int_equal(hs_template_warn_unknown("Template",
+                                              "$.DeviceId $.Temperature "
+                                              "$.Status $.Counter $. $.5 $",
+                                              names, 2),
+                     0);
+    assert_int_equal(hs_template_warn_unknown("Template",
+                                              "$.deviceid $.Countr $.Countr "
+                                              "$.Temperatur $.CountrX",
+                                              names, 2),
+                     4);
+    assert_int_equal(hs_template_warn_unknown("Header", "$.Status2", names, 0),
+                     1);
+}
+
 static void test_cut_at_cap(void **state)
 {
     (void)state;
@@ -135,6 +154,7 @@ int main(void)
         cmocka_unit_test(test_default_template),
         cmocka_unit_test(test_variables),
         cmocka_unit_test(test_plain_text_and_unknown),
+        cmocka_unit_test(test_warn_unknown),
         cmocka_unit_test(test_cut_at_cap),
         cmocka_unit_test(test_custom_names),
     };
