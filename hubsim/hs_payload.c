@@ -374,7 +374,10 @@ void hs_payload_message(const struct hs_payload *p, uint32_t device,
     ctx.user_arg = &u;
     const struct hs_pl_item *it = hs__pick(p, device, c->rng);
     if (it->kind == HS_PL_FIX) {
-        /* As in the simulator, only a template moves the variables on. */
+        /* As in the simulator, only a template moves the variables on; but
+         * a header needs values, so the first message draws them. */
+        if (slots != NULL && p->has_header && !slots[0].has)
+            hs_vars_next(&p->vars, slots, c->iteration, c->rng);
         m->payload = it->bytes;
         m->len = it->len;
     } else {
@@ -382,6 +385,11 @@ void hs_payload_message(const struct hs_payload *p, uint32_t device,
             hs_vars_next(&p->vars, slots, c->iteration, c->rng);
         m->len = hs_template_render(&it->tpl, &ctx, (char *)m->buf, m->cap);
         m->payload = m->buf;
+        static atomic_bool cut;
+        if (m->len == m->cap && !atomic_exchange(&cut, true))
+            hs_log_warn("a payload reached %zu bytes, the most a message may "
+                        "carry, and was cut there (said once)",
+                        m->cap);
     }
     int n =
         snprintf(m->topic, sizeof(m->topic), "devices/%s/messages/events/%s",

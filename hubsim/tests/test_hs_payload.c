@@ -401,6 +401,29 @@ static void test_header(void **state)
     }
 }
 
+/* A header over fixed payloads has values from the first message on. */
+static void test_header_fix(void **state)
+{
+    (void)state;
+    struct hs_payload p;
+    uint64_t rng = 5;
+    char err[512] = "";
+    hs_payload_init(&p);
+    vars_ok(&p.vars, "[{name:\"Temp\",random:true,min:20,max:21},"
+                     "{name:\"N\",min:3}]");
+    assert_int_equal(
+        hs_payload_add_fix(&p, 100, (const uint8_t *)"fixed", 5, NULL), 0);
+    assert_int_equal(hs_payload_set_header(&p, "{\"t\": $.Temp, \"n\": $.N}"),
+                     0);
+    assert_int_equal(hs_payload_finish(&p, ids, 3, err, sizeof(err)), 0);
+    assert_string_equal(msg(&p, 0, 0, &rng),
+                        "devices/d1/messages/events/t=20&n=3 fixed");
+    /* Fixed payloads do not move the variables on. */
+    assert_string_equal(msg(&p, 0, 1, &rng),
+                        "devices/d1/messages/events/t=20&n=3 fixed");
+    hs_payload_free(&p);
+}
+
 static void test_double_text(void **state)
 {
     (void)state;
@@ -425,6 +448,7 @@ int main(void)
         cmocka_unit_test(test_distribution),
         cmocka_unit_test(test_own_payloads_and_fix),
         cmocka_unit_test(test_header),
+        cmocka_unit_test(test_header_fix),
         cmocka_unit_test(test_double_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
