@@ -262,7 +262,10 @@ static void hs__tls_fail(struct hs_stream *s, const struct hs_tls_failure *f,
         kind = HS_ERR_TLS;
         break;
     case HS_TLS_F_CLOSED:
-        kind = s->phase == HS_STREAM_TLS ? HS_ERR_TLS : HS_ERR_CLOSED;
+        /* A server that is no WebSocket server closes at the upgrade. */
+        kind = s->phase == HS_STREAM_TLS  ? HS_ERR_TLS
+               : s->phase == HS_STREAM_WS ? HS_ERR_WS
+                                          : HS_ERR_CLOSED;
         break;
     case HS_TLS_F_RESET:
         kind = hs_err_from_errno(f->errno_value);

@@ -4,7 +4,8 @@ way for each: a refused connect, a source address that cannot be bound
 (a device calls that a failed connect, an AMQP connection a failed bind),
 a certificate from another CA, a server that accepts and says nothing
 (the TLS handshake's deadline, or over AMQP the devices' own), and a TLS server that answers the
-WebSocket upgrade with plain HTTP 200. Every server is started here on
+WebSocket upgrade with plain HTTP 200 or closes at it (an MQTT port).
+Every server is started here on
 loopback."""
 
 import os
@@ -130,6 +131,19 @@ def test_websocket_upgrade_refused():
     for proto in ("mqtt-ws", "amqp-ws"):
         only(run(proto, www, ca.cert), "websocket", "upgrade: HTTP 200",
              proto)
+
+
+def test_websocket_upgrade_to_an_mqtt_port():
+    # Mosquitto's MQTT-over-TLS listener takes the upgrade request for a
+    # bad MQTT packet and closes: a WebSocket failure, not a closed hub.
+    ca = hglib.CA()
+    cert, key = ca.server_cert([hslib.HUB])
+    broker = hglib.start_mosquitto(tls_port=0, cert=cert, key=key,
+                                   verbose=False)
+    for proto in ("mqtt-ws", "amqp-ws"):
+        errors = run(proto, broker.addr("tls"), ca.cert)
+        assert errors["by_kind"]["websocket"] == errors["total"] >= 1, \
+            (proto, errors)
 
 
 if __name__ == "__main__":
