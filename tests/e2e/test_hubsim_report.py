@@ -374,7 +374,9 @@ def test_unwritable_report_path():
         path = f"/nonexistent/dir/{name}"
         res = hslib.run_hubsim(["--hub", "h.example", "--connect-to",
                                 f"127.0.0.1:{port}", "--device-key",
-                                hslib.KEY, "--messages", "1", flag, path],
+                                hslib.KEY, "--messages", "1",
+                                "--connect-timeout", "1s", "--max-attempts",
+                                "1", flag, path],
                                report=False)
         assert res.rc == 3, res
         assert (f"{flag}: cannot write {path}: No such file or directory"
