@@ -91,7 +91,7 @@ static int hs__run(const struct hs_config *cfg)
     char err[256], target[HG_ADDRSTRLEN];
     int status = HS_EXIT_START;
     hs__raise_nofile(cfg);
-    if (hs__target(cfg, &run) < 0)
+    if (hs_report_check_paths(cfg) < 0 || hs__target(cfg, &run) < 0)
         return HS_EXIT_START;
     hg_net_format((const struct sockaddr *)&run.addr, target, sizeof(target));
     run.tls = hs_tls_ctx_new(cfg->cafile, err, sizeof(err));

@@ -1,11 +1,13 @@
 #include "hs_report.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,9 +18,17 @@
 
 #define HS_LINE_MAX 512
 
-/* One second of the run. */
+/*
+ * One second of the run, or the part of one that ended it (partial: the
+ * sample hs_report_finish() takes, so that the timeline sums to the
+ * totals).
+ */
 struct hs_second {
-    uint32_t t; /* seconds since the start */
+    uint32_t t;       /* seconds since the start */
+    uint64_t end_ms;  /* since the start, when taken */
+    uint64_t span_ms; /* partial: since the sample before */
+    bool partial;
+    bool have_lat; /* PUBACKs in that second: the p* below hold values */
     uint64_t connected, connecting;
     uint64_t sent, acked, connects, reconnects, errors; /* in that second */
     uint64_t errors_by_kind[HS_ERR_N];
@@ -47,6 +57,7 @@ struct hs_report {
     struct hg_hist puback, connect, tls;
     struct hs_second *timeline;
     size_t nsec, cap;
+    uint64_t last_ms;    /* loop clock of the last sample */
     char failed[4][160]; /* thresholds that failed, as text */
     unsigned nfailed;
 };
@@ -69,6 +80,8 @@ static void hs__thresholds(struct hs_report *r);
 static int hs__save(struct hs_report *r, const char *path, bool html);
 static void hs__json_str(FILE *f, const char *s);
 static void hs__json_config(struct hs_report *r, FILE *f);
+static bool hs__amqp(const struct hs_config *cfg);
+static void hs__json_more_config(struct hs_report *r, FILE *f);
 static void hs__json_limit(FILE *f, const char *name, double v,
                            const char *end);
 static void hs__json_counts(struct hs_report *r, FILE *f);
@@ -76,6 +89,7 @@ static void hs__json_latency(FILE *f, const char *name, const struct hg_hist *h,
                              bool last);
 static void hs__json_errors(struct hs_report *r, FILE *f);
 static void hs__json_timeline(struct hs_report *r, FILE *f);
+static void hs__json_ms(FILE *f, const char *name, bool have, double ms);
 static const char *hs__sample(struct hs_report *r, int kind, char *buf,
                               size_t cap);
 
@@ -137,34 +151,53 @@ static void hs__collect(struct hs_report *r, struct hs_snapshot *snap,
     r->connected_max = hs_stats_up_max();
 }
 
-void hs_report_tick(struct hs_report *r, uint64_t now_ms)
+/*
+ * Appends the sample of cur (and r->window) at now_ms to the timeline;
+ * NULL when out of memory.
+ */
+static struct hs_second *hs__sample_second(struct hs_report *r,
+                                           const struct hs_snapshot *cur,
+                                           uint64_t now_ms, bool partial)
 {
-    struct hs_snapshot cur;
-    hs__collect(r, &cur, false);
     if (r->nsec == r->cap) {
         size_t cap = r->cap ? r->cap * 2 : 64;
         struct hs_second *t = realloc(r->timeline, cap * sizeof(*t));
         if (t == NULL)
-            return;
+            return NULL;
         r->timeline = t;
         r->cap = cap;
     }
     struct hs_second *s = &r->timeline[r->nsec++];
     *s = (struct hs_second){
         .t = (uint32_t)((now_ms - r->t0 + 500) / 1000),
-        .connected = cur.connected,
-        .connecting = cur.connecting,
-        .sent = cur.sent - r->prev.sent,
-        .acked = cur.acked - r->prev.acked,
-        .connects = cur.connects - r->prev.connects,
-        .reconnects = cur.reconnects - r->prev.reconnects,
-        .errors = cur.errors_total - r->prev.errors_total,
+        .end_ms = now_ms - r->t0,
+        .span_ms = now_ms - (r->nsec > 1 ? r->last_ms : r->t0),
+        .partial = partial,
+        .have_lat = r->window.count > 0,
+        .connected = cur->connected,
+        .connecting = cur->connecting,
+        .sent = cur->sent - r->prev.sent,
+        .acked = cur->acked - r->prev.acked,
+        .connects = cur->connects - r->prev.connects,
+        .reconnects = cur->reconnects - r->prev.reconnects,
+        .errors = cur->errors_total - r->prev.errors_total,
         .p50_us = hg_hist_quantile(&r->window, 0.5),
         .p99_us = hg_hist_quantile(&r->window, 0.99),
         .p999_us = hg_hist_quantile(&r->window, 0.999),
     };
     for (int k = 0; k < HS_ERR_N; k++)
-        s->errors_by_kind[k] = cur.errors[k] - r->prev.errors[k];
+        s->errors_by_kind[k] = cur->errors[k] - r->prev.errors[k];
+    r->last_ms = now_ms;
+    return s;
+}
+
+void hs_report_tick(struct hs_report *r, uint64_t now_ms)
+{
+    struct hs_snapshot cur;
+    hs__collect(r, &cur, false);
+    struct hs_second *s = hs__sample_second(r, &cur, now_ms, false);
+    if (s == NULL)
+        return;
     if (!r->cfg->quiet)
         hs__live(r, s, &cur);
     r->prev = cur;
@@ -259,6 +292,18 @@ int hs_report_finish(struct hs_report *r, uint64_t now_ms)
 {
     r->t_end = now_ms;
     hs__collect(r, &r->total, true);
+    /*
+     * The part of a second since the last tick (the whole run when it
+     * was shorter than a second), so that the timeline adds up to the
+     * totals.
+     */
+    const struct hs_snapshot *t = &r->total, *p = &r->prev;
+    bool moved = t->sent != p->sent || t->acked != p->acked ||
+                 t->connects != p->connects || t->reconnects != p->reconnects ||
+                 t->errors_total != p->errors_total;
+    if (moved || now_ms > (r->nsec ? r->last_ms : r->t0))
+        hs__sample_second(r, &r->total, now_ms, true);
+    r->prev = r->total;
     if (r->line_open) {
         ssize_t rc = write(STDERR_FILENO, "\n", 1);
         (void)rc;
@@ -311,9 +356,16 @@ static void hs__summary(struct hs_report *r, FILE *out)
 {
     const struct hs_config *cfg = r->cfg;
     const struct hs_snapshot *t = &r->total;
-    fprintf(out, "hubsim: %u devices, %s to %s via %s, QoS %u, %.1f s\n\n",
+    char qos[48];
+    /* AMQP has no QoS: each message is sent unsettled and counts as
+     * acknowledged when the hub's disposition settles it. */
+    if (hs__amqp(cfg))
+        snprintf(qos, sizeof(qos), "AMQP, settled on disposition");
+    else
+        snprintf(qos, sizeof(qos), "QoS %u", cfg->qos);
+    fprintf(out, "hubsim: %u devices, %s to %s via %s, %s, %.1f s\n\n",
             cfg->ndevices, hs_protocol_name(cfg->protocol), cfg->hub, r->target,
-            cfg->qos, (double)(r->t_end - r->t0) / 1000.0);
+            qos, (double)(r->t_end - r->t0) / 1000.0);
     fprintf(out,
             "  connections   attempts %" PRIu64 "  accepted %" PRIu64
             "  reconnects %" PRIu64 "  renewals %" PRIu64
@@ -348,6 +400,11 @@ static void hs__summary_latency(FILE *out, const char *name,
 {
     struct hs_lat l;
     hs__lat(h, &l);
+    if (l.count == 0) { /* nothing measured: no figure to show */
+        fprintf(out, "  %-15s %9d %9s %9s %9s %9s %9s %9s %9s\n", name, 0, "-",
+                "-", "-", "-", "-", "-", "-");
+        return;
+    }
     fprintf(out,
             "  %-15s %9" PRIu64 " %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f\n",
             name, l.count, l.min, l.p50, l.p90, l.p99, l.p999, l.max, l.mean);
@@ -385,6 +442,36 @@ static const char *hs__sample(struct hs_report *r, int kind, char *buf,
 /* ------------------------------------------------------------------ */
 /* JSON                                                                */
 /* ------------------------------------------------------------------ */
+
+static int hs__check_path(const char *flag, const char *path)
+{
+    char tmp[4096];
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        hs_log_error("%s: cannot write %s: it is a directory", flag, path);
+        return -1;
+    }
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        hs_log_error("%s: cannot write %s: %s", flag, path, strerror(errno));
+        return -1;
+    }
+    close(fd);
+    unlink(tmp);
+    return 0;
+}
+
+int hs_report_check_paths(const struct hs_config *cfg)
+{
+    if (cfg->report_json &&
+        hs__check_path("--report-json", cfg->report_json) < 0)
+        return -1;
+    if (cfg->report_html &&
+        hs__check_path("--report-html", cfg->report_html) < 0)
+        return -1;
+    return 0;
+}
 
 /* Writes the JSON or HTML report to path.tmp, then renames it to path. */
 static int hs__save(struct hs_report *r, const char *path, bool html)
@@ -457,12 +544,16 @@ static void hs__json_config(struct hs_report *r, FILE *f)
             cfg->messages);
     for (size_t i = 0; i < cfg->nintervals; i++)
         fprintf(f, "%s%u", i ? ", " : "", cfg->intervals[i]);
+    fprintf(f, "],\n    \"duration_s\": ");
+    if (cfg->duration_ms) /* else no limit */
+        fprintf(f, "%.3f", cfg->duration_ms / 1000.0);
+    else
+        fprintf(f, "null");
     fprintf(f,
-            "],\n    \"duration_s\": %.3f,\n    \"qos\": %u,\n"
+            ",\n    \"qos\": %u,\n"
             "    \"ramp_per_s\": %g,\n    \"inflight\": %u,\n"
             "    \"keepalive_s\": %u,\n    \"threads\": %u,\n",
-            cfg->duration_ms / 1000.0, cfg->qos, cfg->ramp, cfg->inflight,
-            cfg->keepalive_s, cfg->threads);
+            cfg->qos, cfg->ramp, cfg->inflight, cfg->keepalive_s, cfg->threads);
     if (cfg->payload_size)
         fprintf(f, "    \"payload_size\": %zu,\n", cfg->payload_size);
     else if (cfg->template.text) {
@@ -470,9 +561,97 @@ static void hs__json_config(struct hs_report *r, FILE *f)
         hs__json_str(f, cfg->template.text);
         fprintf(f, ",\n");
     }
+    hs__json_more_config(r, f);
     hs__json_limit(f, "max_errors", (double)cfg->max_errors, ",");
     hs__json_limit(f, "max_p99_ms", cfg->max_p99_ms, ",");
     hs__json_limit(f, "min_rate", cfg->min_rate, "\n  },");
+}
+
+static bool hs__amqp(const struct hs_config *cfg)
+{
+    return cfg->protocol == HS_PROTO_AMQP || cfg->protocol == HS_PROTO_AMQP_WS;
+}
+
+/* The rest of the settings: payload, identity, time-outs, storms. */
+static void hs__json_more_config(struct hs_report *r, FILE *f)
+{
+    const struct hs_config *cfg = r->cfg;
+    static const char *const auths[] = {
+        [HS_AUTH_NONE] = "none",           [HS_AUTH_DEVICE_KEY] = "device_key",
+        [HS_AUTH_GROUP_KEY] = "group_key", [HS_AUTH_POLICY] = "policy",
+        [HS_AUTH_TOKEN] = "token",
+    };
+    const struct hs_payload *p = &cfg->payload;
+    /* Which payloads, with their shares (--payload-distribution). */
+    fprintf(f, "    \"payloads\": [");
+    for (size_t i = 0; i < p->nitems; i++) {
+        const struct hs_pl_item *it = &p->items[i];
+        fprintf(f, "%s{\"kind\": \"%s\", \"percent\": %u", i ? ", " : "",
+                it->kind == HS_PL_FIX ? "fixed" : "template", it->pct);
+        if (it->kind == HS_PL_FIX)
+            fprintf(f, ", \"bytes\": %zu", it->len);
+        fprintf(f, ", \"device\": ");
+        if (it->device_id)
+            hs__json_str(f, it->device_id);
+        else
+            fprintf(f, "null");
+        fprintf(f, "}");
+    }
+    fprintf(f,
+            "],\n    \"header\": %s,\n    \"variables\": %zu,\n"
+            "    \"properties\": %s,\n    \"intervals_per_device\": %s,\n",
+            p->has_header ? "true" : "false", p->vars.n,
+            cfg->properties || p->properties ? "true" : "false",
+            cfg->dev_intervals ? "true" : "false");
+    fprintf(f, "    \"auth\": ");
+    if (cfg->cert || cfg->cert_dir)
+        hs__json_str(f, cfg->cert_dir ? "x509_per_device" : "x509");
+    else
+        hs__json_str(f, (unsigned)cfg->auth < sizeof(auths) / sizeof(*auths)
+                            ? auths[cfg->auth]
+                            : "?");
+    fprintf(f, ",\n    \"sas_ttl_s\": %" PRIu64 ",\n    \"sas_expiry\": ",
+            cfg->sas_ttl_s);
+    if (cfg->sas_expiry)
+        fprintf(f, "%" PRIu64, cfg->sas_expiry);
+    else
+        fprintf(f, "null");
+    fprintf(f,
+            ",\n    \"connect_timeout_ms\": %" PRIu64
+            ",\n    \"ack_timeout_ms\": %" PRIu64
+            ",\n    \"drain_timeout_ms\": %" PRIu64
+            ",\n    \"backoff_base_ms\": %" PRIu64
+            ",\n    \"backoff_max_ms\": %" PRIu64
+            ",\n    \"max_attempts\": %u,\n    \"clean_session\": %s,\n"
+            "    \"c2d\": %s,\n    \"resend\": %s,\n"
+            "    \"source_addresses\": %zu,\n    \"storm_at_s\": [",
+            cfg->connect_timeout_ms, cfg->ack_timeout_ms, cfg->drain_timeout_ms,
+            cfg->backoff_base_ms, cfg->backoff_max_ms, cfg->max_attempts,
+            cfg->clean_session ? "true" : "false", cfg->c2d ? "true" : "false",
+            cfg->resend ? "true" : "false", cfg->nbinds);
+    for (size_t i = 0; i < cfg->nstorms; i++)
+        fprintf(f, "%s%.3f", i ? ", " : "", cfg->storm_at[i] / 1000.0);
+    fprintf(f, "],\n");
+    if (cfg->protocol == HS_PROTO_MQTT_WS ||
+        cfg->protocol == HS_PROTO_AMQP_WS) {
+        fprintf(f, "    \"ws_path\": ");
+        hs__json_str(f, cfg->ws_path ? cfg->ws_path : "");
+        fprintf(f, ",\n");
+    }
+    if (hs__amqp(cfg)) {
+        static const char *const amqp_auths[] = {
+            [HS_AMQP_CBS] = "cbs",
+            [HS_AMQP_PLAIN] = "plain",
+            [HS_AMQP_ANONYMOUS] = "anonymous",
+        };
+        fprintf(f, "    \"devices_per_connection\": %u,\n    \"amqp_auth\": ",
+                cfg->devices_per_conn);
+        hs__json_str(
+            f, (unsigned)cfg->amqp_auth < 3 ? amqp_auths[cfg->amqp_auth] : "?");
+        fprintf(f, ",\n    \"amqp_address\": ");
+        hs__json_str(f, cfg->amqp_address ? cfg->amqp_address : "");
+        fprintf(f, ",\n    \"acknowledged_by\": \"disposition\",\n");
+    }
 }
 
 /* A threshold's setting: its value, or null when not given (< 0). */
@@ -511,12 +690,16 @@ static void hs__json_latency(FILE *f, const char *name, const struct hg_hist *h,
 {
     struct hs_lat l;
     hs__lat(h, &l);
-    fprintf(f,
-            "    \"%s\": {\"count\": %" PRIu64
-            ", \"min\": %.3f, \"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, "
-            "\"p999\": %.3f, \"max\": %.3f, \"mean\": %.3f}%s\n",
-            name, l.count, l.min, l.p50, l.p90, l.p99, l.p999, l.max, l.mean,
-            last ? "" : ",");
+    bool have = l.count > 0;
+    fprintf(f, "    \"%s\": {\"count\": %" PRIu64, name, l.count);
+    hs__json_ms(f, "min", have, l.min);
+    hs__json_ms(f, "p50", have, l.p50);
+    hs__json_ms(f, "p90", have, l.p90);
+    hs__json_ms(f, "p99", have, l.p99);
+    hs__json_ms(f, "p999", have, l.p999);
+    hs__json_ms(f, "max", have, l.max);
+    hs__json_ms(f, "mean", have, l.mean);
+    fprintf(f, "}%s\n", last ? "" : ",");
 }
 
 static void hs__json_errors(struct hs_report *r, FILE *f)
@@ -555,21 +738,39 @@ static void hs__json_errors(struct hs_report *r, FILE *f)
     fprintf(f, "]},\n");
 }
 
+/* A latency in ms, or null when nothing was measured. */
+static void hs__json_ms(FILE *f, const char *name, bool have, double ms)
+{
+    if (have)
+        fprintf(f, ", \"%s\": %.3f", name, ms);
+    else
+        fprintf(f, ", \"%s\": null", name);
+}
+
 static void hs__json_timeline(struct hs_report *r, FILE *f)
 {
     fprintf(f, "  \"timeline\": [");
     for (size_t i = 0; i < r->nsec; i++) {
         const struct hs_second *s = &r->timeline[i];
+        /* The last, partial sample: its time to the millisecond. */
+        if (s->partial)
+            fprintf(f,
+                    "%s\n    {\"t\": %.3f, \"partial\": true, "
+                    "\"span_s\": %.3f",
+                    i ? "," : "", s->end_ms / 1000.0, s->span_ms / 1000.0);
+        else
+            fprintf(f, "%s\n    {\"t\": %u", i ? "," : "", s->t);
         fprintf(f,
-                "%s\n    {\"t\": %u, \"connected\": %" PRIu64
-                ", \"connecting\": %" PRIu64 ", \"sent\": %" PRIu64
-                ", \"acked\": %" PRIu64 ", \"connects\": %" PRIu64
-                ", \"reconnects\": %" PRIu64 ", \"errors\": %" PRIu64
-                ", \"puback_p50_ms\": %.3f, \"puback_p99_ms\": %.3f, "
-                "\"puback_p999_ms\": %.3f, \"errors_by_kind\": {",
-                i ? "," : "", s->t, s->connected, s->connecting, s->sent,
-                s->acked, s->connects, s->reconnects, s->errors,
-                s->p50_us / 1000.0, s->p99_us / 1000.0, s->p999_us / 1000.0);
+                ", \"connected\": %" PRIu64 ", \"connecting\": %" PRIu64
+                ", \"sent\": %" PRIu64 ", \"acked\": %" PRIu64
+                ", \"connects\": %" PRIu64 ", \"reconnects\": %" PRIu64
+                ", \"errors\": %" PRIu64,
+                s->connected, s->connecting, s->sent, s->acked, s->connects,
+                s->reconnects, s->errors);
+        hs__json_ms(f, "puback_p50_ms", s->have_lat, s->p50_us / 1000.0);
+        hs__json_ms(f, "puback_p99_ms", s->have_lat, s->p99_us / 1000.0);
+        hs__json_ms(f, "puback_p999_ms", s->have_lat, s->p999_us / 1000.0);
+        fprintf(f, ", \"errors_by_kind\": {");
         const char *sep = "";
         for (int k = 0; k < HS_ERR_N; k++) {
             if (s->errors_by_kind[k] == 0)

@@ -4,9 +4,10 @@
  * Once a second the reporter sums the workers' counters, takes their
  * PUBACK latencies of the last second, keeps a timeline entry and prints a
  * live line on stderr: redrawn in place on a terminal, one line per second
- * otherwise. At the end it prints a summary on stdout, writes the JSON and
- * HTML reports when asked, and checks the thresholds that decide the exit
- * status.
+ * otherwise. The end adds a last, partial entry for the time since the
+ * last tick, so that the timeline adds up to the totals. At the end it prints a
+ * summary on stdout, writes the JSON and HTML reports when asked, and checks
+ * the thresholds that decide the exit status.
  */
 #ifndef HS_REPORT_H
 #define HS_REPORT_H
@@ -28,6 +29,14 @@ struct hs_report;
 struct hs_report *hs_report_new(const struct hs_config *cfg,
                                 struct hs_stats **stats, unsigned n,
                                 uint64_t t0_ms, const char *target);
+
+/*
+ * Before the run: can the --report-json and --report-html files be
+ * written? Creates (and removes) each one's temporary file beside it, so
+ * that a bad path stops the run before any device connects instead of
+ * losing the report at its end. Returns 0, or -1 after logging.
+ */
+int hs_report_check_paths(const struct hs_config *cfg);
 
 /* Once a second: a timeline entry and the live line. */
 void hs_report_tick(struct hs_report *r, uint64_t now_ms);

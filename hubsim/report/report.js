@@ -206,6 +206,38 @@
         }
     }
 
+    /*
+     * The thresholds' verdict. Without any threshold the run passes (exit
+     * status 0) but has been checked against nothing: neutral, not green.
+     */
+    function verdict(d) {
+        var c = d.config || {}, t = d.thresholds || {};
+        var set = ["max_errors", "max_p99_ms", "min_rate"].some(function (k) {
+            return typeof c[k] === "number";
+        });
+        if (!t.passed) {
+            return {text: "failed", badge: "bad", cls: "failed"};
+        }
+        return set ? {text: "passed", badge: "ok", cls: "passed"} :
+            {text: "no thresholds set", badge: "none", cls: "neutral"};
+    }
+
+    /* What a reader must not miss, whatever the thresholds said. */
+    function warnings(d) {
+        var e = d.errors || {}, m = d.messages || {}, c = d.config || {};
+        var out = [];
+        if (e.total > 0) {
+            out.push(fmt(e.total) + (e.total === 1 ? " error" : " errors") +
+                " in the run");
+        }
+        if (!m.sent) {
+            out.push("no message was sent");
+        } else if (c.qos !== 0 && !m.acked) {
+            out.push("no message was acknowledged");
+        }
+        return out;
+    }
+
     function thresholds(d, parent) {
         var c = d.config || {}, t = d.thresholds || {};
         var given = function (v) {
@@ -217,8 +249,8 @@
             ["--max-p99 (ms)", given(c.max_p99_ms)],
             ["--min-rate (messages/s)", given(c.min_rate)]
         ]));
-        box.appendChild(el("p", {"class": t.passed ? "passed" : "failed"},
-            t.passed ? "passed" : "failed"));
+        var v = verdict(d);
+        box.appendChild(el("p", {"class": v.cls}, v.text));
         (t.failed || []).forEach(function (f) {
             box.appendChild(el("p", {"class": "failed"}, f));
         });
@@ -248,6 +280,12 @@
                 return typeof s[key] === "number" ? s[key] : 0;
             };
         };
+        /* Latencies are null in a second without a PUBACK: a gap. */
+        var numOrNull = function (key) {
+            return function (s) {
+                return typeof s[key] === "number" ? s[key] : null;
+            };
+        };
         /* The sum is drawn wide and pale, so the kinds on it stay visible. */
         var errorSeries = [{key: "errors", label: "all kinds", wide: true,
             get: num("errors")}];
@@ -271,13 +309,14 @@
                     {key: "acked", label: "acknowledged", get: num("acked")}
                 ]},
             {id: "latency", title: "PUBACK latency over each second",
-                unit: "ms", integer: false, series: [
+                unit: "ms", integer: false,
+                empty: "no data: no PUBACK was received", series: [
                     {key: "puback_p50_ms", label: "p50",
-                        get: num("puback_p50_ms")},
+                        get: numOrNull("puback_p50_ms")},
                     {key: "puback_p99_ms", label: "p99",
-                        get: num("puback_p99_ms")},
+                        get: numOrNull("puback_p99_ms")},
                     {key: "puback_p999_ms", label: "p99.9",
-                        get: num("puback_p999_ms")}
+                        get: numOrNull("puback_p999_ms")}
                 ]},
             {id: "errors", title: "Errors per second", unit: "errors/s",
                 integer: true, series: errorSeries}
@@ -310,7 +349,10 @@
         var top = 0;
         spec.series.forEach(function (s) {
             timeline.forEach(function (e) {
-                top = Math.max(top, s.get(e));
+                var v = s.get(e);
+                if (v !== null) {
+                    top = Math.max(top, v);
+                }
             });
         });
         var yStep = niceStep(top > 0 ? top : 1, 4, spec.integer);
@@ -348,31 +390,59 @@
             "text-anchor": "middle", transform: "rotate(-90 14 " +
             (MT + ph / 2) + ")"}, spec.unit));
 
-        if (!timeline.length) {
+        var any = spec.series.some(function (s) {
+            return timeline.some(function (e) {
+                return s.get(e) !== null;
+            });
+        });
+        if (!any) {
             svg.appendChild(svgEl("text", {"class": "empty", x: ML + pw / 2,
                 y: MT + ph / 2, "text-anchor": "middle"},
-                "no data: the run was shorter than a second"));
+                timeline.length && spec.empty ? spec.empty : "no data"));
         }
         var radius = timeline.length <= DOTS_UP_TO ? 2.4 : 0;
         spec.series.forEach(function (s) {
             var g = svgEl("g", {"data-series": s.key, fill: s.color});
-            var line = [];
+            /* One polyline per run of values: no value, no line. */
+            var lines = [[]];
             timeline.forEach(function (e, i) {
                 var value = s.get(e);
-                line.push(X(ts[i]).toFixed(1) + "," + Y(value).toFixed(1));
-                g.appendChild(svgEl("circle", {"data-series": s.key,
+                if (value === null) {
+                    lines.push([]);
+                    return;
+                }
+                lines[lines.length - 1].push(X(ts[i]).toFixed(1) + "," +
+                    Y(value).toFixed(1));
+                /* The last, partial second is drawn hollow. */
+                var dot = svgEl("circle", {"data-series": s.key,
                     "data-t": ts[i], "data-v": value, cx: X(ts[i]).toFixed(1),
-                    cy: Y(value).toFixed(1), r: radius}));
+                    cy: Y(value).toFixed(1), r: e.partial ? 3 : radius});
+                if (e.partial) {
+                    dot.setAttribute("class", "partial");
+                    dot.style.stroke = s.color;
+                }
+                g.appendChild(dot);
             });
-            var path = svgEl("polyline", {points: line.join(" "),
-                stroke: s.color});
-            if (s.wide) {
-                path.style.strokeWidth = "5";
-                path.style.strokeOpacity = "0.35";
-            }
-            svg.appendChild(path);
+            lines.forEach(function (line) {
+                if (!line.length) {
+                    return;
+                }
+                var path = svgEl("polyline", {points: line.join(" "),
+                    stroke: s.color});
+                if (s.wide) {
+                    path.style.strokeWidth = "5";
+                    path.style.strokeOpacity = "0.35";
+                }
+                svg.appendChild(path);
+            });
             svg.appendChild(g);
         });
+        if (timeline.length && timeline[timeline.length - 1].partial) {
+            svg.appendChild(svgEl("text", {"class": "note", x: W - MR,
+                y: MT + 10, "text-anchor": "end"},
+                "last point: the final " + fmt(timeline[timeline.length -
+                1].span_s) + " s only"));
+        }
         hover(spec, timeline, ts, svg, wrap, X);
     }
 
@@ -409,14 +479,17 @@
             while (tip.firstChild) {
                 tip.removeChild(tip.firstChild);
             }
-            tip.appendChild(el("b", {}, ts[best] + " s"));
+            var e = timeline[best];
+            tip.appendChild(el("b", {}, ts[best] + " s" + (e.partial ?
+                " (the last " + fmt(e.span_s) + " s)" : "")));
             spec.series.forEach(function (s) {
                 var row = el("div");
                 var dot = el("i");
+                var v = s.get(e);
                 dot.style.background = s.color;
                 row.appendChild(dot);
                 row.appendChild(document.createTextNode(s.label + ": " +
-                    fmt(s.get(timeline[best])) + " " + spec.unit));
+                    (v === null ? "no data" : fmt(v) + " " + spec.unit)));
                 tip.appendChild(row);
             });
             var box = wrap.getBoundingClientRect();
@@ -442,9 +515,18 @@
     var data = JSON.parse(document.getElementById("hubsim-data").textContent);
     var timeline = Array.isArray(data.timeline) ? data.timeline : [];
     var main = document.getElementById("report");
-    var passed = data.thresholds && data.thresholds.passed;
-    document.getElementById("title").appendChild(el("span", {"class":
-        "verdict " + (passed ? "ok" : "bad")}, passed ? "passed" : "failed"));
+    var title = document.getElementById("title");
+    var v = verdict(data);
+    title.appendChild(el("span", {"class": "verdict " + v.badge}, v.text));
+    var warns = warnings(data);
+    root.setAttribute("data-verdict", v.text);
+    root.setAttribute("data-warnings", warns.join("; "));
+    if (warns.length) {
+        title.appendChild(el("span", {"class": "verdict warn"}, "warning"));
+        warns.forEach(function (w) {
+            main.appendChild(el("p", {"class": "warning"}, w));
+        });
+    }
 
     var top = el("div", {"class": "grid"});
     main.appendChild(top);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -23,6 +24,9 @@
 #include "hs_stats.h"
 
 static const char *json(const char *s);
+static char *report_json(struct hs_report *r);
+static int parse(struct hs_config *cfg, char **extra);
+static char *finish_quietly(struct hs_report *r, uint64_t now, int *rc);
 static const char *html(const char *s);
 static size_t count(const char *hay, const char *needle);
 
@@ -203,6 +207,227 @@ static void test_page(void **state)
     hs_config_free(&cfg);
 }
 
+/* The JSON report of r, malloc'd. */
+static char *report_json(struct hs_report *r)
+{
+    char *doc = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&doc, &len);
+    assert_non_null(f);
+    hs_report_json(r, f);
+    fclose(f);
+    return doc;
+}
+
+/* A run's settings: a hub on a closed port plus extra (NULL-ended). */
+static int parse(struct hs_config *cfg, char **extra)
+{
+    char *argv[32] = {"hubsim", "--hub", "hub.example", "--connect-to",
+                      "127.0.0.1:1"};
+    int argc = 5;
+    while (*extra && argc < 31)
+        argv[argc++] = *extra++;
+    argv[argc] = NULL;
+    char *envp[] = {NULL};
+    return hs_opts_parse(cfg, argc, argv, envp);
+}
+
+/* hs_report_finish(), its summary on stdout caught and returned. */
+static char *finish_quietly(struct hs_report *r, uint64_t now, int *rc)
+{
+    fflush(stdout);
+    int saved = dup(STDOUT_FILENO);
+    FILE *tmp = tmpfile();
+    assert_non_null(tmp);
+    assert_true(saved >= 0);
+    dup2(fileno(tmp), STDOUT_FILENO);
+    *rc = hs_report_finish(r, now);
+    fflush(stdout);
+    dup2(saved, STDOUT_FILENO);
+    close(saved);
+    long n = ftell(tmp);
+    char *out = calloc(1, (size_t)n + 1);
+    assert_non_null(out);
+    rewind(tmp);
+    assert_int_equal(fread(out, 1, (size_t)n, tmp), (size_t)n);
+    fclose(tmp);
+    return out;
+}
+
+/*
+ * The part of a second after the last tick makes a last, partial
+ * timeline entry, so that the timeline adds up to the totals; a run
+ * shorter than a second has one entry, not none.
+ */
+static void test_partial_second(void **state)
+{
+    (void)state;
+    struct hs_config cfg;
+    assert_int_equal(parse(&cfg, (char *[]){"--quiet", NULL}), HS_OPTS_RUN);
+    struct hs_stats stats;
+    struct hs_stats *all[] = {&stats};
+    hs_stats_init(&stats);
+    struct hs_report *r = hs_report_new(&cfg, all, 1, 1000, "127.0.0.1:1");
+    assert_non_null(r);
+    hs_stat_add(&stats.sent, 10);
+    hs_stat_add(&stats.connects, 1);
+    hs_report_tick(r, 2000);
+    hs_stat_add(&stats.sent, 4);
+    hs_stat_add(&stats.acked, 3);
+    hs_stats_latency(&stats, &stats.puback_all, 2000);
+    hs_stats_error(&stats, HS_ERR_ACK_TIMEOUT, "d", "no PUBACK");
+    hs_stats_error(&stats, HS_ERR_ACK_TIMEOUT, "d", "no PUBACK");
+    int rc;
+    free(finish_quietly(r, 2850, &rc));
+    assert_int_equal(rc, 0);
+    char *doc = report_json(r);
+    assert_non_null(strstr(doc, "{\"t\": 1, \"connected\": 0, "
+                                "\"connecting\": 0, \"sent\": 10, "
+                                "\"acked\": 0, \"connects\": 1, "
+                                "\"reconnects\": 0, \"errors\": 0, "
+                                "\"puback_p50_ms\": null"));
+    assert_non_null(strstr(doc, "{\"t\": 1.850, \"partial\": true, "
+                                "\"span_s\": 0.850, \"connected\": 0, "
+                                "\"connecting\": 0, \"sent\": 4, "
+                                "\"acked\": 3, \"connects\": 0, "
+                                "\"reconnects\": 0, \"errors\": 2, "
+                                "\"puback_p50_ms\": 2.0"));
+    assert_non_null(strstr(doc, "\"errors_by_kind\": {\"ack_timeout\": 2}}"));
+    free(doc);
+    hs_report_free(r);
+
+    /* Shorter than a second: one entry, the whole run. */
+    r = hs_report_new(&cfg, all, 1, 1000, "127.0.0.1:1");
+    free(finish_quietly(r, 1550, &rc));
+    doc = report_json(r);
+    assert_non_null(strstr(doc, "\"timeline\": [\n    {\"t\": 0.550, "
+                                "\"partial\": true, \"span_s\": 0.550, "));
+    assert_int_equal(count(doc, "\"t\": "), 1);
+    free(doc);
+    hs_report_free(r);
+    hs_stats_deinit(&stats);
+    hs_config_free(&cfg);
+}
+
+/* No sample, no figure: null, never 0. */
+static void test_no_data_is_null(void **state)
+{
+    (void)state;
+    struct hs_config cfg;
+    assert_int_equal(parse(&cfg, (char *[]){"--quiet", NULL}), HS_OPTS_RUN);
+    struct hs_stats stats;
+    struct hs_stats *all[] = {&stats};
+    hs_stats_init(&stats);
+    struct hs_report *r = hs_report_new(&cfg, all, 1, 1000, "127.0.0.1:1");
+    hs_stat_add(&stats.sent, 3);
+    hs_stats_latency(&stats, &stats.connect_all, 5000);
+    hs_report_tick(r, 2000);
+    int rc;
+    char *out = finish_quietly(r, 2500, &rc);
+    assert_non_null(strstr(out, "  puback                  0         -"));
+    assert_non_null(strstr(out, "  connect                 1      5.00"));
+    free(out);
+    char *doc = report_json(r);
+    assert_non_null(strstr(doc, "\"puback\": {\"count\": 0, \"min\": null, "
+                                "\"p50\": null, \"p90\": null, "
+                                "\"p99\": null, \"p999\": null, "
+                                "\"max\": null, \"mean\": null}"));
+    assert_non_null(strstr(doc, "\"connect\": {\"count\": 1, "
+                                "\"min\": 5.000, \"p50\": 5.0"));
+    assert_int_equal(count(doc, "\"puback_p50_ms\": null, "
+                                "\"puback_p99_ms\": null, "
+                                "\"puback_p999_ms\": null"),
+                     2);
+    assert_int_equal(count(doc, "_ms\": 0.000"), 0);
+    free(doc);
+    hs_report_free(r);
+    hs_stats_deinit(&stats);
+    hs_config_free(&cfg);
+}
+
+/* The settings in the report, and what the summary says of AMQP. */
+static void test_config(void **state)
+{
+    (void)state;
+    struct hs_config cfg;
+    assert_int_equal(
+        parse(&cfg, (char *[]){"--quiet", "--protocol", "amqp",
+                               "--devices-per-connection", "7", "--device-key",
+                               "aw==", "--ack-timeout", "2s", NULL}),
+        HS_OPTS_RUN);
+    struct hs_stats stats;
+    struct hs_stats *all[] = {&stats};
+    hs_stats_init(&stats);
+    struct hs_report *r = hs_report_new(&cfg, all, 1, 1000, "127.0.0.1:1");
+    int rc;
+    char *out = finish_quietly(r, 1100, &rc);
+    assert_non_null(strstr(out, "via 127.0.0.1:1, AMQP, settled on "
+                                "disposition, 0.1 s"));
+    assert_null(strstr(out, "QoS"));
+    free(out);
+    char *doc = report_json(r);
+    assert_non_null(strstr(doc, "\"duration_s\": null,"));
+    assert_non_null(strstr(doc, "\"ack_timeout_ms\": 2000,"));
+    assert_non_null(strstr(doc, "\"storm_at_s\": []"));
+    assert_non_null(strstr(doc, "\"devices_per_connection\": 7,"));
+    assert_non_null(strstr(doc, "\"amqp_auth\": \"cbs\""));
+    assert_non_null(strstr(doc, "\"auth\": \"device_key\""));
+    assert_non_null(strstr(doc, "\"sas_ttl_s\": 3600,"));
+    assert_non_null(strstr(doc, "\"payloads\": [{\"kind\": \"template\", "
+                                "\"percent\": 100, \"device\": null}]"));
+    assert_non_null(strstr(doc, "\"header\": false,"));
+    free(doc);
+    hs_report_free(r);
+    hs_config_free(&cfg);
+
+    /* A duration limit is given in seconds; MQTT says its QoS. */
+    assert_int_equal(
+        parse(&cfg, (char *[]){"--quiet", "--duration", "2500ms", "--qos", "0",
+                               "--storm-at", "1500ms", NULL}),
+        HS_OPTS_RUN);
+    r = hs_report_new(&cfg, all, 1, 1000, "127.0.0.1:1");
+    out = finish_quietly(r, 1100, &rc);
+    assert_non_null(strstr(out, "via 127.0.0.1:1, QoS 0, 0.1 s"));
+    free(out);
+    doc = report_json(r);
+    assert_non_null(strstr(doc, "\"duration_s\": 2.500,"));
+    assert_non_null(strstr(doc, "\"storm_at_s\": [1.500]"));
+    assert_null(strstr(doc, "devices_per_connection"));
+    free(doc);
+    hs_report_free(r);
+    hs_stats_deinit(&stats);
+    hs_config_free(&cfg);
+}
+
+/* A report that cannot be written stops the run before it starts. */
+static void test_check_paths(void **state)
+{
+    (void)state;
+    struct hs_config cfg;
+    char dir[] = "/tmp/hs_html_test_XXXXXX", path[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/r.json", dir);
+    assert_int_equal(parse(&cfg, (char *[]){"--report-json", path,
+                                            "--report-html", dir, NULL}),
+                     HS_OPTS_RUN);
+    assert_int_equal(hs_report_check_paths(&cfg), -1); /* html: a dir */
+    free(cfg.report_html);
+    cfg.report_html = strdup("/nonexistent/dir/r.html");
+    assert_int_equal(hs_report_check_paths(&cfg), -1);
+    free(cfg.report_html);
+    cfg.report_html = NULL;
+    assert_int_equal(hs_report_check_paths(&cfg), 0);
+    /* The check leaves nothing behind. */
+    assert_int_equal(access(path, F_OK), -1);
+    snprintf(path, sizeof(path), "%s/r.json.tmp", dir);
+    assert_int_equal(access(path, F_OK), -1);
+    free(cfg.report_json);
+    cfg.report_json = strdup("/nonexistent/dir/r.json");
+    assert_int_equal(hs_report_check_paths(&cfg), -1);
+    hs_config_free(&cfg);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -211,6 +436,10 @@ int main(void)
         cmocka_unit_test(test_utf8_len),
         cmocka_unit_test(test_assets),
         cmocka_unit_test(test_page),
+        cmocka_unit_test(test_partial_second),
+        cmocka_unit_test(test_no_data_is_null),
+        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_check_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

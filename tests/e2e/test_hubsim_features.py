@@ -48,6 +48,13 @@ def test_bind_source_addresses():
         "--bind", "127.0.0.2,127.0.0.3", "--device-key", hslib.KEY])
     assert res.rc == 0, res
     assert res.report["messages"]["acked"] == 4
+    # A run shorter than a second: its timeline is one partial entry that
+    # holds the whole run.
+    tl = res.report["timeline"]
+    assert tl and tl[-1]["partial"] and tl[-1]["t"] == res.report["duration_s"]
+    assert sum(s["sent"] for s in tl) == sum(s["acked"] for s in tl) == 4, tl
+    assert sum(s["connects"] for s in tl) == 4, tl
+    assert res.report["config"]["source_addresses"] == 2
     log = hub.log()
     # Devices take the addresses in turn.
     for dev, src in (("sim000001", "127.0.0.2"), ("sim000002", "127.0.0.3"),

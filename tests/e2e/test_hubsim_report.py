@@ -73,6 +73,8 @@ class DomReader(html.parser.HTMLParser):
         self.charts = {}
         self.elements = []
         self.samples = []
+        self.badges = []
+        self.warnings = []
         self._chart = None
         self._in = None
 
@@ -86,6 +88,12 @@ class DomReader(html.parser.HTMLParser):
         elif tag == "td" and a.get("class") == "sample":
             self._in = "sample"
             self.samples.append("")
+        elif tag == "span" and "verdict" in a.get("class", "").split():
+            self._in = "badge"
+            self.badges.append((a["class"], ""))
+        elif tag == "p" and a.get("class") == "warning":
+            self._in = "warning"
+            self.warnings.append("")
         elif tag == "script":
             self.scripts.append(a)
         elif tag == "svg" and "data-chart" in a:
@@ -104,6 +112,10 @@ class DomReader(html.parser.HTMLParser):
             self.title += data
         elif self._in == "sample":
             self.samples[-1] += data
+        elif self._in == "badge":
+            self.badges[-1] = (self.badges[-1][0], self.badges[-1][1] + data)
+        elif self._in == "warning":
+            self.warnings[-1] += data
 
 
 def render(path):
@@ -182,16 +194,20 @@ def check_page(path, report):
     for chart, keys in CHARTS.items():
         keys = keys + ([f"errors_by_kind.{k}" for k in kinds]
                        if chart == "errors" else [])
-        assert sorted(dom.charts[chart]) == sorted(keys), (chart,
-                                                           dom.charts[chart])
+        drawn = [k for k in keys if chart != "latency" or
+                 any(s[k] is not None for s in timeline)]
+        assert sorted(dom.charts[chart]) == sorted(drawn), (chart,
+                                                            dom.charts[chart])
         for key in keys:
             if key.startswith("errors_by_kind."):
                 kind = key.split(".", 1)[1]
                 want = [(s["t"], s["errors_by_kind"].get(kind, 0))
                         for s in timeline]
             else:
-                want = [(s["t"], s[key]) for s in timeline]
-            got = dom.charts[chart][key]
+                # A second without a PUBACK has no latency: a gap.
+                want = [(s["t"], s[key]) for s in timeline
+                        if s[key] is not None]
+            got = dom.charts[chart].get(key, [])
             assert got == [(float(t), float(v)) for t, v in want], \
                 (chart, key, got, want)
     return dom
@@ -219,9 +235,28 @@ def check_hover(path, report):
     hglib.write_file(probe, text.replace("</body>", HOVER_PROBE + "</body>"))
     dom, _ = render(probe)
     last = report["timeline"][-1]
-    want = (f"block|{last['t']} ssent: {last['sent']:,} messages/s"
+    assert last["partial"], last
+    want = (f"block|{last['t']} s (the last {last['span_s']} s)"
+            f"sent: {last['sent']:,} messages/s"
             f"acknowledged: {last['acked']:,} messages/s")
     assert dom.root.get("data-hover") == want, (dom.root, want)
+
+
+def check_sums(rep):
+    """The timeline, its last partial second included, adds up to the
+    totals."""
+    tl = rep["timeline"]
+    assert tl and tl[-1].get("partial") is True, tl
+    assert not any(s.get("partial") for s in tl[:-1]), tl
+    assert tl[-1]["t"] == rep["duration_s"], (tl[-1], rep["duration_s"])
+    for key, total in (("sent", rep["messages"]["sent"]),
+                       ("acked", rep["messages"]["acked"]),
+                       ("connects", rep["connections"]["accepted"]),
+                       ("reconnects", rep["connections"]["reconnects"]),
+                       ("errors", rep["errors"]["total"])):
+        assert sum(s[key] for s in tl) == total, (key, total, tl)
+    for kind, n in rep["errors"]["by_kind"].items():
+        assert sum(s["errors_by_kind"].get(kind, 0) for s in tl) == n, kind
 
 
 def test_html_report_in_chromium():
@@ -239,8 +274,11 @@ def test_html_report_in_chromium():
     rep = res.report
     assert len(rep["timeline"]) >= 3, rep["timeline"]
     assert sum(s["sent"] for s in rep["timeline"]) > 0
+    check_sums(rep)
     hslib.assert_exact_count(sub, rep["messages"]["acked"])
     dom = check_page(html_path, rep)
+    assert dom.badges == [("verdict ok", "passed")], dom.badges
+    assert dom.warnings == [], dom.warnings
     check_hover(html_path, rep)
     # Markup in a device id and the template reached the page as text.
     assert rep["config"]["first_device"] == "sim000001"
@@ -270,7 +308,14 @@ def test_html_report_with_errors():
     assert rep["connections"]["accepted"] == 0
     if not any(s["errors"] for s in rep["timeline"]):
         raise AssertionError(f"no error in the timeline: {rep['timeline']}")
+    check_sums(rep)
+    assert rep["latency_ms"]["puback"]["p99"] is None
     dom = check_page(html_path, rep)
+    assert dom.badges == [("verdict bad", "failed"),
+                          ("verdict warn", "warning")], dom.badges
+    assert dom.warnings == [f"{errors['total']:,} errors in the run",
+                            "no message was sent"], dom.warnings
+    assert "latency" not in [c for c in dom.charts if dom.charts[c]]
     assert dom.title == f"hubsim report: {OTHER_HUB}", dom.title
     assert "errors_by_kind.tls_verify" in dom.charts["errors"]
     # The first error's sample names its device; the table shows it as
@@ -278,6 +323,69 @@ def test_html_report_with_errors():
     first = rep["errors"]["first"]["tls_verify"]
     assert dom.samples == [first], (dom.samples, first)
     assert rep["config"]["first_device"] == HOSTILE_ID
+
+
+def test_html_report_without_thresholds():
+    """A run that achieved nothing, with no threshold given: exit 0 as
+    documented, but the page neither says "passed" nor hides the errors;
+    the timeline of this sub-second run still holds its errors, and no
+    PUBACK means no latency figure at all."""
+    need_chromium()
+    closed = hglib.free_port()  # nothing listens: every connect is refused
+    html_path = hglib.tmp_path("nothing.html")
+    res = hslib.run_hubsim([
+        "--hub", "h.example", "--connect-to", f"127.0.0.1:{closed}",
+        "--devices", "3", "--max-attempts", "1", "--ramp", "0",
+        "--device-key", hslib.KEY, "--report-html", html_path])
+    assert res.rc == 0, res
+    rep = res.report
+    assert rep["errors"]["by_kind"]["tcp_refused"] == 3, rep["errors"]
+    assert rep["thresholds"] == {"passed": True, "failed": []}
+    check_sums(rep)
+    assert rep["timeline"][0]["errors"] == 3
+    for name in ("puback", "connect", "tls_handshake"):
+        lat = rep["latency_ms"][name]
+        assert lat["count"] == 0 and all(
+            lat[k] is None for k in lat if k != "count"), lat
+    assert all(s[k] is None for s in rep["timeline"]
+               for k in ("puback_p50_ms", "puback_p99_ms", "puback_p999_ms"))
+    assert rep["config"]["duration_s"] is None
+    assert rep["config"]["max_attempts"] == 1
+    dom = check_page(html_path, rep)
+    assert dom.root.get("data-verdict") == "no thresholds set", dom.root
+    assert dom.badges == [("verdict none", "no thresholds set"),
+                          ("verdict warn", "warning")], dom.badges
+    assert dom.warnings == ["3 errors in the run", "no message was sent"]
+    assert not dom.charts["latency"], dom.charts["latency"]
+
+
+def test_unwritable_report_path():
+    """A report that cannot be written stops hubsim before any device
+    connects."""
+    hslib.need_hubsim()
+    hub = socket.socket()
+    hglib.on_cleanup(hub.close, "listening socket")
+    hub.bind(("127.0.0.1", 0))
+    hub.listen(8)
+    hub.setblocking(False)
+    port = hub.getsockname()[1]
+    for flag, name in (("--report-json", "r.json"),
+                       ("--report-html", "r.html")):
+        path = f"/nonexistent/dir/{name}"
+        res = hslib.run_hubsim(["--hub", "h.example", "--connect-to",
+                                f"127.0.0.1:{port}", "--device-key",
+                                hslib.KEY, "--messages", "1",
+                                "--connect-timeout", "1s", "--max-attempts",
+                                "1", flag, path],
+                               report=False)
+        assert res.rc == 3, res
+        assert (f"{flag}: cannot write {path}: No such file or directory"
+                in res.stderr), res
+    try:
+        hub.accept()
+        raise AssertionError("a device connected")
+    except BlockingIOError:
+        pass
 
 
 def scrape(addr):
