@@ -95,10 +95,10 @@ def test_latency_and_rate_thresholds():
     res = hslib.run_hubsim(base + ["--min-rate", "1000000"])
     assert res.rc == 1, res
     assert "--min-rate 1e+06" in res.report["thresholds"]["failed"][0]
-    # At QoS 0 there is no PUBACK to measure: --max-p99 cannot pass.
+    # At QoS 0 there is no PUBACK to measure: --max-p99 is refused at once.
     res = hslib.run_hubsim(base + ["--qos", "0", "--max-p99", "10000"])
-    assert res.rc == 1, res
-    assert "no PUBACK was measured" in res.stdout
+    assert res.rc == 2, res
+    assert "--max-p99: needs --qos 1" in res.stderr, res
     hub.stop_gateways()
 
 
