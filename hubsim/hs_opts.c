@@ -320,6 +320,7 @@ static const char *hs__lookup(void *arg, const char *name);
 static int hs__dev_intervals(struct hs_config *cfg,
                              const struct hs__settings *s);
 static int hs__interval_list(const struct hs_json *v, struct hs_intervals *iv);
+static bool hs__list_whole(const char *p);
 static enum hs_opts_rc hs__read_argv(struct hs__settings *s, int argc,
                                      char **argv);
 static int hs__find_flag(const char *name, size_t len);
@@ -1887,6 +1888,19 @@ static int hs__dev_intervals(struct hs_config *cfg,
     return 0;
 }
 
+/* True when no item of a ','/';' list is empty (but a trailing one). */
+static bool hs__list_whole(const char *p)
+{
+    for (;;) {
+        size_t len = strcspn(p, ",;");
+        if (p[len] == '\0')
+            return true;
+        if (strspn(p, " ") >= len)
+            return false;
+        p += len + 1;
+    }
+}
+
 /* A number, an array of numbers or a "100,200" list into iv. */
 static int hs__interval_list(const struct hs_json *v, struct hs_intervals *iv)
 {
@@ -1895,6 +1909,8 @@ static int hs__interval_list(const struct hs_json *v, struct hs_intervals *iv)
                                            : 1;
     iv->ms = calloc(n ? n : 1, sizeof(*iv->ms));
     if (iv->ms == NULL || n == 0)
+        return -1;
+    if (v->type == HS_JSON_STRING && !hs__list_whole(v->str))
         return -1;
     char *copy = v->type == HS_JSON_STRING ? strdup(v->str) : NULL, *save;
     char *tok = copy ? strtok_r(copy, ",;", &save) : NULL;

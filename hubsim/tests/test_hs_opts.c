@@ -474,6 +474,7 @@ static void test_file(void **state)
         "{\"DeviceCount\": [2]}",
         "{\"Intervals\": {\"sim000001\": 0}}",
         "{\"Intervals\": {\"sim000001\": \"fast\"}}",
+        "{\"Intervals\": {\"sim000001\": \"100,,200\"}}",
         "{\"Payloads\": [{\"type\": \"other\", \"value\": \"x\"}]}",
         "{\"Payloads\": [{\"type\": \"fix\"}]}",
         "{\"Payloads\": [{\"type\": \"fix\", \"value\": \"x\", "
