@@ -52,6 +52,7 @@ static bool hs__mqtt_packets(struct hs_device *d, const uint8_t *buf,
 static bool hs__packet(struct hs_device *d, const struct hs_mqtt_packet *p);
 static bool hs__on_connack(struct hs_device *d,
                            const struct hs_mqtt_connack *c);
+static void hs__proven(struct hs_device *d);
 static bool hs__on_suback(struct hs_device *d, const struct hs_mqtt_suback *s);
 static bool hs__on_puback(struct hs_device *d, uint16_t id);
 static bool hs__acked(struct hs_device *d, uint32_t i, bool accepted);
@@ -59,6 +60,7 @@ static void hs__connected(struct hs_device *d);
 static bool hs__amqp(const struct hs_device *d);
 static bool hs__on_c2d(struct hs_device *d, const struct hs_mqtt_publish *p);
 static bool hs__run_start(struct hs_device *d);
+static void hs__skip_missed(struct hs_device *d, uint64_t now);
 static void hs__publish_due(struct hs_device *d);
 static bool hs__publish(struct hs_device *d);
 static bool hs__publish_amqp(struct hs_device *d, const uint8_t *payload,
@@ -505,6 +507,7 @@ static bool hs__packet(struct hs_device *d, const struct hs_mqtt_packet *p)
     case HS_MQTT_PUBACK:
         return hs__on_puback(d, p->u.packet_id);
     case HS_MQTT_PINGRESP:
+        hs__proven(d);
         d->ping_out = false;
         hs__ka_arm(d);
         return true;
@@ -561,6 +564,13 @@ static void hs__connected(struct hs_device *d)
         hs_stat_add(&st->storm_reconnects, 1);
     d->ever_connected = true;
     d->renewing = d->storm_hit = false;
+    d->up = true;
+    d->up_at = d->w->loop.now;
+}
+
+/* The hub acknowledged something: the connection works, the row ends. */
+static void hs__proven(struct hs_device *d)
+{
     d->failures = 0;
 }
 
@@ -575,6 +585,7 @@ static bool hs__on_suback(struct hs_device *d, const struct hs_mqtt_suback *s)
         hs__fail(d, HS_ERR_PROTOCOL, "cloud-to-device subscription refused");
         return false;
     }
+    hs__proven(d);
     return hs__run_start(d);
 }
 
@@ -598,6 +609,7 @@ static bool hs__acked(struct hs_device *d, uint32_t i, bool accepted)
 {
     struct hs_stats *st = &d->w->stats;
     if (accepted) {
+        hs__proven(d);
         hs_stats_latency(st, &st->puback_all,
                          hs__now_us() - d->inflight[i].sent_us);
         hs_stat_add(&st->acked, 1);
@@ -654,10 +666,51 @@ static bool hs__run_start(struct hs_device *d)
         d->next_due = now + hs_rand(&d->w->rng) %
                                 (hs_config_interval(cfg, d->index, 0) + 1);
     else if (d->next_due < now)
-        d->next_due = now;
+        hs__skip_missed(d, now);
     hg_timer_start(&d->w->loop, &d->timer, d->next_due - now);
     hs__ka_arm(d);
     return true;
+}
+
+/*
+ * Connected again after the schedule's next slot passed: the slots that
+ * went by while the device was not connected are counted behind schedule,
+ * all but the one sent now, and the schedule restarts from now rather
+ * than sending them in a burst. With --messages, only slots that a message
+ * was left for count.
+ */
+static void hs__skip_missed(struct hs_device *d, uint64_t now)
+{
+    const struct hs_config *cfg = d->w->run->cfg;
+    uint64_t left = cfg->messages ? cfg->messages - d->sent : UINT64_MAX;
+    uint64_t missed = 0;
+    /* Whole cycles of the interval list first, so that a long outage at
+     * a short interval costs no long loop. */
+    size_t n = cfg->nintervals;
+    if (cfg->dev_intervals && cfg->dev_intervals[d->index].n > 0)
+        n = cfg->dev_intervals[d->index].n;
+    uint64_t cycle = 0;
+    for (size_t k = 0; k < n; k++)
+        cycle += hs_config_interval(cfg, d->index, k);
+    uint64_t cycles = (now - d->next_due) / cycle;
+    if (cycles > 1 && left != UINT64_MAX)
+        cycles = cycles * n < left ? cycles : (left - 1) / n;
+    if (cycles > 1) {
+        cycles--; /* the loop below finishes the last, partial one */
+        d->next_due += cycles * cycle;
+        missed = cycles * n;
+    }
+    for (;;) {
+        uint32_t iv = hs_config_interval(cfg, d->index, d->interval_idx);
+        if (d->next_due + iv > now || missed + 1 >= left)
+            break;
+        d->next_due += iv;
+        d->interval_idx++;
+        missed++;
+    }
+    if (missed)
+        hs_stat_add(&d->w->stats.overrun, missed);
+    d->next_due = now;
 }
 
 /* The schedule says publish: do, unless the window is full or done. */
@@ -921,7 +974,9 @@ static void hs__drop(struct hs_device *d, bool graceful)
     hs_buf_free(&d->in);
     if (!d->w->run->cfg->resend || hs__amqp(d))
         hs__inflight_lost(d);
-    d->blocked = d->ping_out = false;
+    if (d->up && loop->now - d->up_at >= HS_DEVICE_PROVEN_MS)
+        hs__proven(d); /* it held long enough, whatever ended it */
+    d->blocked = d->ping_out = d->up = false;
 }
 
 /*

@@ -25,6 +25,13 @@
  * A generated SAS token is renewed before it expires by draining,
  * DISCONNECT and connecting again; a storm (--storm-at) drops every
  * connection at once without DISCONNECT.
+ *
+ * --max-attempts counts failures in a row. An accepted CONNACK alone does
+ * not end the row: a hub that accepts and then breaks every connection
+ * would keep a device retrying for ever. A connection proves itself, and
+ * clears the count, when the hub acknowledges something on it (a PUBACK,
+ * the SUBACK, a PINGRESP, an accepted AMQP disposition) or when it stayed
+ * up HS_DEVICE_PROVEN_MS.
  */
 #ifndef HS_DEVICE_H
 #define HS_DEVICE_H
@@ -41,6 +48,9 @@
 #include "hs_opts.h"
 #include "hs_stream.h"
 #include "hs_worker.h"
+
+/* A connection up this long has proven itself (see above). */
+#define HS_DEVICE_PROVEN_MS 10000
 
 enum hs_dev_state {
     HS_DEV_IDLE,   /* not started, or waiting to reconnect */
@@ -80,7 +90,8 @@ struct hs_device {
     bool amqp_waiting; /* AMQP: to begin once the connection is up */
     uint16_t next_id;
     uint16_t sub_id;
-    uint32_t failures; /* in a row, since the last CONNACK */
+    bool up;           /* accepted (CONNACK, link attached); up_at set */
+    uint32_t failures; /* in a row, since a connection last proved itself */
     uint32_t interval_idx;
     uint32_t ninflight;
     uint64_t t_start_us; /* this connection attempt began */
@@ -88,6 +99,7 @@ struct hs_device {
     uint64_t next_due;   /* loop ms of the next publish; 0: not yet planned */
     uint64_t ping_sent;  /* loop ms */
     uint64_t renew_at;   /* loop ms to renew the token at; 0: never */
+    uint64_t up_at;      /* loop ms the connection was accepted */
     struct hs_inflight *inflight;
     struct hs_amqp_conn *conn; /* AMQP: the shared connection held */
     pn_link_t *link;           /* AMQP: this device's sender link */

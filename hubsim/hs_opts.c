@@ -14,6 +14,8 @@
 #include "hg_log.h"
 #include "hg_units.h"
 
+#define HS_SAS_TTL_MIN_MS 10000 /* shortest token lifetime */
+
 /* Every setting, by flag and by environment name. */
 enum hs__id {
     O_HUB,
@@ -100,6 +102,8 @@ struct hs__settings {
     bool from_flag[O_N];
     bool from_file[O_N];
     const struct hs_json *node[O_N];
+    const char *env_entry[O_N];          /* the "NAME=value" it came from */
+    const char *env_empty[O_N];          /* a "NAME=" seen, to warn about */
     const struct hs_json *dev_intervals; /* the File's Intervals object */
     char **envp;
     struct hs_json *file; /* the File's tree, freed at the end */
@@ -226,8 +230,8 @@ static const char hs__usage[] =
     "  --policy-key KEY         hub policy key (with --policy-name, default\n"
     "                           \"device\"); tokens carry skn\n"
     "  --sas-token TOKEN        a ready-made token for every device\n"
-    "  --sas-ttl DURATION       token lifetime (1h); devices reconnect with\n"
-    "                           a fresh token at 75-85 % of it\n"
+    "  --sas-ttl DURATION       token lifetime (1h, at least 10s); devices\n"
+    "                           reconnect with a fresh token at 75-85 % of it\n"
     "  --sas-expiry SECONDS     fixed expiry, seconds since 1970\n"
     "  --print-token            print each device's token and exit\n"
     "  --cert FILE --key FILE   X.509 client certificate (PEM) for every\n"
@@ -245,7 +249,8 @@ static const char hs__usage[] =
     "  --messages N             per device, 0 = no limit [MessageCount] (100)\n"
     "  --interval MS[,MS...]    between messages, cycled [Interval,\n"
     "                           Intervals] (1000)\n"
-    "  --duration DURATION      stop sending after this long (30s, 5m)\n"
+    "  --duration DURATION      stop sending after this long (30s, 5m;\n"
+    "                           0 = no limit, the default)\n"
     "  --qos 0|1                (1)\n"
     "  --template TEXT          payload with $.DeviceId, $.Time, $.Counter,\n"
     "                           ... [Template]\n"
@@ -315,6 +320,7 @@ static const char *hs__lookup(void *arg, const char *name);
 static int hs__dev_intervals(struct hs_config *cfg,
                              const struct hs__settings *s);
 static int hs__interval_list(const struct hs_json *v, struct hs_intervals *iv);
+static bool hs__list_whole(const char *p);
 static enum hs_opts_rc hs__read_argv(struct hs__settings *s, int argc,
                                      char **argv);
 static int hs__find_flag(const char *name, size_t len);
@@ -356,6 +362,9 @@ static int hs__ids_from_list(struct hs_config *cfg,
 static int hs__ids_generated(struct hs_config *cfg,
                              const struct hs__settings *s);
 static const char *hs__device_id_check(const char *id);
+static int hs__ids_unique(const struct hs_config *cfg,
+                          const struct hs__settings *s);
+static int hs__strcmp_p(const void *a, const void *b);
 static const char *hs__add_id(struct hs_config *cfg, const char *id,
                               size_t len);
 static int hs__binds(struct hs_config *cfg, const struct hs__settings *s);
@@ -517,8 +526,18 @@ static void hs__env_entry(struct hs__settings *s, const char *entry)
     for (int id = 0; id < O_N; id++) {
         if (hs__opts[id].env == NULL || strcasecmp(name, hs__opts[id].env))
             continue;
-        if (eq[1] != '\0')
-            s->value[id] = eq + 1; /* an empty value counts as unset */
+        if (eq[1] == '\0') { /* an empty value counts as unset */
+            s->env_empty[id] = entry;
+            return;
+        }
+        const char *prev = s->env_entry[id];
+        if (prev != NULL)
+            fprintf(stderr,
+                    "hubsim: warning: %.*s and %s are the same setting; "
+                    "the last, %s, wins\n",
+                    (int)strcspn(prev, "="), prev, name, entry);
+        s->value[id] = eq + 1;
+        s->env_entry[id] = entry;
         return;
     }
 }
@@ -529,6 +548,12 @@ static void hs__env_entry(struct hs__settings *s, const char *entry)
  */
 static void hs__env_warn(const struct hs__settings *s)
 {
+    for (int id = 0; id < O_N; id++)
+        if (s->env_empty[id] != NULL && s->value[id] == NULL)
+            fprintf(stderr,
+                    "hubsim: warning: %.*s is empty in the environment; "
+                    "ignored\n",
+                    (int)strcspn(s->env_empty[id], "="), s->env_empty[id]);
     for (char **e = s->envp; e != NULL && *e != NULL; e++) {
         const char *eq = strchr(*e, '=');
         char name[128];
@@ -761,29 +786,41 @@ static int hs__duration(const struct hs__settings *s, enum hs__id id,
     return 0;
 }
 
-/* The interval list: milliseconds split on ',' or ';', each >= 1 ms. */
+/*
+ * The interval list: milliseconds split on ',' or ';', each >= 1 ms. An
+ * empty item ("1,,2") is refused rather than skipped: it is more likely a
+ * value lost than one meant away. A single trailing separator is allowed.
+ */
 static int hs__intervals(struct hs_config *cfg, const struct hs__settings *s,
                          enum hs__id id)
 {
-    char *copy = strdup(s->value[id]), *save = NULL;
-    size_t cap = strlen(copy) / 2 + 1;
+    const char *p = s->value[id];
+    size_t cap = strlen(p) / 2 + 1;
     cfg->intervals = calloc(cap, sizeof(*cfg->intervals));
     cfg->nintervals = 0;
-    for (char *tok = strtok_r(copy, ",;", &save); tok != NULL;
-         tok = strtok_r(NULL, ",;", &save)) {
-        while (*tok == ' ')
-            tok++;
+    while (*p != '\0') {
+        char tok[64];
+        size_t len = strcspn(p, ",;");
+        const char *a = p, *b = p + len;
+        while (a < b && *a == ' ')
+            a++;
+        while (b > a && b[-1] == ' ')
+            b--;
+        bool last = p[len] == '\0' || p[len + 1] == '\0';
+        if (a == b && last && cfg->nintervals > 0)
+            break;
+        if (a == b)
+            return hs__bad(s, id, "empty item in %s", s->value[id]);
+        snprintf(tok, sizeof(tok), "%.*s", (int)(b - a), a);
         uint64_t ms;
         const char *why = NULL;
-        if (hs__parse_duration(tok, 1, &ms, &why) < 0 || ms < 1 ||
-            ms > 86400000) {
-            hs__bad(s, id, "bad interval %s (1 ms to 24 h)", tok);
-            free(copy);
-            return -1;
-        }
+        if ((size_t)(b - a) >= sizeof(tok) ||
+            hs__parse_duration(tok, 1, &ms, &why) < 0 || ms < 1 ||
+            ms > 86400000)
+            return hs__bad(s, id, "bad interval %s (1 ms to 24 h)", tok);
         cfg->intervals[cfg->nintervals++] = (uint32_t)ms;
+        p += len + (p[len] ? 1 : 0);
     }
-    free(copy);
     if (cfg->nintervals == 0)
         return hs__bad(s, id, "no interval given");
     return 0;
@@ -821,7 +858,12 @@ static int hs__fin_identity(struct hs_config *cfg, const struct hs__settings *s)
     uint64_t ttl_ms = 3600000;
     if (s->value[O_SAS_TTL] && hs__duration(s, O_SAS_TTL, 1000, &ttl_ms) < 0)
         return -1;
-    cfg->sas_ttl_s = ttl_ms / 1000 ? ttl_ms / 1000 : 1;
+    /* Renewal comes at 75-85 % of the lifetime: a shorter one would leave
+     * no time to connect and publish between renewals. */
+    if (ttl_ms < HS_SAS_TTL_MIN_MS)
+        return hs__bad(s, O_SAS_TTL, "%s: at least %d s", s->value[O_SAS_TTL],
+                       HS_SAS_TTL_MIN_MS / 1000);
+    cfg->sas_ttl_s = ttl_ms / 1000;
     if (s->value[O_SAS_EXPIRY] &&
         hs__uint(s, O_SAS_EXPIRY, 1, UINT32_MAX * 4ull, &cfg->sas_expiry) < 0)
         return -1;
@@ -979,7 +1021,33 @@ static int hs__ids_from_list(struct hs_config *cfg,
     }
     if (cfg->ndevices == 0)
         return hs__bad(s, O_DEVICE_LIST, "no device id in the list");
-    return 0;
+    return hs__ids_unique(cfg, s);
+}
+
+static int hs__strcmp_p(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Two devices with one id would take over each other's session on the hub
+ * for the whole run: refuse a list that names one twice.
+ */
+static int hs__ids_unique(const struct hs_config *cfg,
+                          const struct hs__settings *s)
+{
+    char **sorted = malloc(cfg->ndevices * sizeof(*sorted));
+    if (sorted == NULL)
+        return hs__bad(s, O_DEVICE_LIST, "out of memory");
+    memcpy(sorted, cfg->device_ids, cfg->ndevices * sizeof(*sorted));
+    qsort(sorted, cfg->ndevices, sizeof(*sorted), hs__strcmp_p);
+    int rc = 0;
+    for (uint32_t i = 1; rc == 0 && i < cfg->ndevices; i++)
+        if (strcmp(sorted[i - 1], sorted[i]) == 0)
+            rc = hs__bad(s, O_DEVICE_LIST, "device id %s is listed twice",
+                         sorted[i]);
+    free(sorted);
+    return rc;
 }
 
 static int hs__ids_generated(struct hs_config *cfg,
@@ -1026,15 +1094,20 @@ static const char *hs__add_id(struct hs_config *cfg, const char *id, size_t len)
     return NULL;
 }
 
-/* IoT Hub device ids: 1..128 characters that fit in a topic level. */
+/*
+ * IoT Hub device ids: 1..128 ASCII letters, digits and -.%_*?!(),:=@$'
+ * (what the hub accepts; anything else, non-ASCII included, it refuses).
+ */
 static const char *hs__device_id_check(const char *id)
 {
     size_t len = strlen(id);
     if (len == 0 || len > HS_DEVICE_ID_MAX)
         return "must be 1 to 128 characters";
     for (const unsigned char *p = (const unsigned char *)id; *p; p++)
-        if (*p <= ' ' || *p == '/' || *p == '+' || *p == '#' || *p == 0x7F)
-            return "has a space, control character, '/', '+' or '#'";
+        if (*p >= 0x80 ||
+            (!isalnum(*p) && strchr("-.%_*?!(),:=@$'", *p) == NULL))
+            return "IoT Hub allows only ASCII letters, digits and "
+                   "-.%_*?!(),:=@$'";
     return NULL;
 }
 
@@ -1084,7 +1157,17 @@ static int hs__fin_transport(struct hs_config *cfg,
                                               : "/$iothub/websocket");
     if (cfg->ws_path[0] != '/' || strpbrk(cfg->ws_path, " \r\n"))
         return hs__bad(s, O_WS_PATH, "must start with '/', without spaces");
-    return s->value[O_BIND] ? hs__binds(cfg, s) : 0;
+    if (s->value[O_BIND] && hs__binds(cfg, s) < 0)
+        return -1;
+    for (size_t i = 0; cfg->have_connect_to && i < cfg->nbinds; i++)
+        if (cfg->binds[i].ss_family != cfg->connect_to.ss_family)
+            return hs__bad(
+                s, O_BIND,
+                "%s address for an %s --connect-to: give "
+                "addresses of the target's family",
+                cfg->binds[i].ss_family == AF_INET ? "an IPv4" : "an IPv6",
+                cfg->connect_to.ss_family == AF_INET ? "IPv4" : "IPv6");
+    return 0;
 }
 
 /*
@@ -1133,6 +1216,19 @@ static int hs__fin_amqp(struct hs_config *cfg, const struct hs__settings *s)
     cfg->amqp_address = strdup(s->value[O_AMQP_ADDRESS]
                                    ? s->value[O_AMQP_ADDRESS]
                                    : "/devices/{deviceId}/messages/events");
+    if (cfg->amqp_address[0] == '\0')
+        return hs__bad(s, O_AMQP_ADDRESS, "must not be empty");
+    /* Over MQTT they would be ignored: say so, a wrong --protocol is the
+     * likelier mistake. */
+    static const enum hs__id only_amqp[] = {O_DEVS_PER_CONN, O_AMQP_AUTH,
+                                            O_AMQP_USER, O_AMQP_PASSWORD,
+                                            O_AMQP_ADDRESS};
+    for (size_t i = 0; !amqp && i < sizeof(only_amqp) / sizeof(*only_amqp); i++)
+        if (s->value[only_amqp[i]])
+            fprintf(stderr,
+                    "hubsim: warning: %s is only used over AMQP (--protocol "
+                    "amqp or amqp-ws); ignored over %s\n",
+                    hs__name(s, only_amqp[i]), hs_protocol_name(cfg->protocol));
     return 0;
 }
 
@@ -1196,6 +1292,14 @@ static int hs__fin_load(struct hs_config *cfg, const struct hs__settings *s)
     enum hs__id iv = O_INTERVAL;
     if (s->value[O_INTERVALS] && !s->from_flag[O_INTERVAL])
         iv = O_INTERVALS;
+    if (iv == O_INTERVALS && s->value[O_INTERVAL]) {
+        char one[300]; /* hs__name's buffer serves one call at a time */
+        snprintf(one, sizeof(one), "%s", hs__name(s, O_INTERVAL));
+        fprintf(stderr,
+                "hubsim: warning: %s and %s both set; Intervals "
+                "wins\n",
+                one, hs__name(s, O_INTERVALS));
+    }
     if (s->value[iv] != NULL) {
         if (hs__intervals(cfg, s, iv) < 0)
             return -1;
@@ -1349,6 +1453,9 @@ static int hs__fin_output(struct hs_config *cfg, const struct hs__settings *s)
     cfg->max_errors = -1;
     if (s->value[O_MAX_P99] && hs__number(s, O_MAX_P99, &cfg->max_p99_ms))
         return -1;
+    if (s->value[O_MAX_P99] && cfg->qos == 0)
+        return hs__bad(s, O_MAX_P99,
+                       "needs --qos 1: QoS 0 messages get no PUBACK to time");
     if (s->value[O_MIN_RATE] && hs__number(s, O_MIN_RATE, &cfg->min_rate))
         return -1;
     if (s->value[O_MAX_ERRORS]) {
@@ -1565,6 +1672,13 @@ static int hs__variables(struct hs_config *cfg, const struct hs__settings *s)
     hs_json_free(parsed);
     if (rc < 0)
         fprintf(stderr, "hubsim: %s\n", err);
+    /* A counter that never moves is a constant by mistake. */
+    for (size_t i = 0; rc == 0 && i < cfg->payload.vars.n; i++) {
+        const struct hs_vdef *d = &cfg->payload.vars.defs[i];
+        if (d->kind == HS_VK_COUNTER && d->step == 0)
+            rc = hs__bad(s, O_VARIABLES, "counter %s: step must not be 0",
+                         d->name);
+    }
     return rc;
 }
 
@@ -1774,6 +1888,19 @@ static int hs__dev_intervals(struct hs_config *cfg,
     return 0;
 }
 
+/* True when no item of a ','/';' list is empty (but a trailing one). */
+static bool hs__list_whole(const char *p)
+{
+    for (;;) {
+        size_t len = strcspn(p, ",;");
+        if (p[len] == '\0')
+            return true;
+        if (strspn(p, " ") >= len)
+            return false;
+        p += len + 1;
+    }
+}
+
 /* A number, an array of numbers or a "100,200" list into iv. */
 static int hs__interval_list(const struct hs_json *v, struct hs_intervals *iv)
 {
@@ -1782,6 +1909,8 @@ static int hs__interval_list(const struct hs_json *v, struct hs_intervals *iv)
                                            : 1;
     iv->ms = calloc(n ? n : 1, sizeof(*iv->ms));
     if (iv->ms == NULL || n == 0)
+        return -1;
+    if (v->type == HS_JSON_STRING && !hs__list_whole(v->str))
         return -1;
     char *copy = v->type == HS_JSON_STRING ? strdup(v->str) : NULL, *save;
     char *tok = copy ? strtok_r(copy, ",;", &save) : NULL;

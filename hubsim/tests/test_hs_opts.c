@@ -26,6 +26,9 @@
 static enum hs_opts_rc parse(struct hs_config *cfg, const char *const *env,
                              const char *const *args);
 static const char *tmp_file(const char *text);
+static enum hs_opts_rc parse_err(struct hs_config *cfg, const char *const *env,
+                                 const char *const *args, char *err,
+                                 size_t cap);
 
 /* Parses args (NULL-terminated, without argv[0]) and env. */
 static enum hs_opts_rc parse(struct hs_config *cfg, const char *const *env,
@@ -471,6 +474,7 @@ static void test_file(void **state)
         "{\"DeviceCount\": [2]}",
         "{\"Intervals\": {\"sim000001\": 0}}",
         "{\"Intervals\": {\"sim000001\": \"fast\"}}",
+        "{\"Intervals\": {\"sim000001\": \"100,,200\"}}",
         "{\"Payloads\": [{\"type\": \"other\", \"value\": \"x\"}]}",
         "{\"Payloads\": [{\"type\": \"fix\"}]}",
         "{\"Payloads\": [{\"type\": \"fix\", \"value\": \"x\", "
@@ -490,6 +494,171 @@ static void test_file(void **state)
     assert_int_equal(parse(&cfg, NULL, missing), HS_OPTS_ERROR);
 }
 
+/* parse(), with what it writes to stderr caught in err. */
+static enum hs_opts_rc parse_err(struct hs_config *cfg, const char *const *env,
+                                 const char *const *args, char *err, size_t cap)
+{
+    FILE *tmp = tmpfile();
+    assert_non_null(tmp);
+    fflush(stderr);
+    int saved = dup(2);
+    assert_true(saved >= 0);
+    dup2(fileno(tmp), 2);
+    enum hs_opts_rc rc = parse(cfg, env, args);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    rewind(tmp);
+    size_t n = fread(err, 1, cap - 1, tmp);
+    err[n] = '\0';
+    fclose(tmp);
+    return rc;
+}
+
+/* Values that used to pass unremarked: refused, each with its reason. */
+static void test_refused_values(void **state)
+{
+    (void)state;
+    struct hs_config cfg;
+    char err[2048];
+    const struct {
+        const char *args[10];
+        const char *says;
+    } cases[] = {
+        {{"--interval", "1,,2", NULL}, "--interval: empty item in 1,,2"},
+        {{"--interval", ",5", NULL}, "empty item"},
+        {{"--device-list", "a,b,a", NULL}, "device id a is listed twice"},
+        {{"--device-list", "x; y ;x", NULL}, "device id x is listed twice"},
+        {{"--sas-ttl", "0", NULL}, "--sas-ttl: 0: at least 10 s"},
+        {{"--sas-ttl", "9s", NULL}, "at least 10 s"},
+        {{"--protocol", "amqp", "--amqp-address", "", NULL},
+         "--amqp-address: must not be empty"},
+        {{"--qos", "0", "--max-p99", "50", NULL}, "--max-p99: needs --qos 1"},
+        {{"--prefix", "sim~", NULL}, "only ASCII letters, digits"},
+        {{"--prefix", "caf\xC3\xA9", NULL}, "only ASCII letters, digits"},
+        {{"--device-list", "a,\xFF", NULL}, "only ASCII letters, digits"},
+        {{"--device-list", "a<b", NULL}, "only ASCII letters, digits"},
+        {{"--connect-to", "127.0.0.1:8883", "--bind", "::1", NULL},
+         "--bind: an IPv6 address for an IPv4 --connect-to"},
+        {{"--connect-to", "[::1]:8883", "--bind", "127.0.0.2,::1", NULL},
+         "--bind: an IPv4 address for an IPv6 --connect-to"},
+        {{"--variables", "[{\"name\": \"C\", \"step\": 0}]", NULL},
+         "--variables: counter C: step must not be 0"},
+    };
+    const char *env[] = {"IotHubConnectionString=" HUB_CS, NULL};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        enum hs_opts_rc rc =
+            parse_err(&cfg, env, cases[i].args, err, sizeof(err));
+        if (rc != HS_OPTS_ERROR || strstr(err, cases[i].says) == NULL) {
+            fprintf(stderr, "case %zu (%s %s): rc %d, said: %s\n", i,
+                    cases[i].args[0], cases[i].args[1], rc, err);
+            fail();
+        }
+    }
+    /* A duplicate in the environment's list or the File's, too. */
+    const char *dup_env[] = {"IotHubConnectionString=" HUB_CS,
+                             "DeviceList=d1,d2,d1", NULL};
+    assert_int_equal(parse_err(&cfg, dup_env, NULL, err, sizeof(err)),
+                     HS_OPTS_ERROR);
+    assert_non_null(strstr(err, "DeviceList: device id d1 is listed twice"));
+    const char *path = tmp_file("{\"DeviceList\": \"f1;f1\"}");
+    const char *file_args[] = {"--file", path, NULL};
+    assert_int_equal(parse_err(&cfg, env, file_args, err, sizeof(err)),
+                     HS_OPTS_ERROR);
+    assert_non_null(strstr(err, "device id f1 is listed twice"));
+    unlink(path);
+}
+
+/* Their neighbours that are fine stay accepted. */
+static void test_accepted_values(void **state)
+{
+    (void)state;
+    struct hs_config cfg;
+    char err[2048];
+    const char *env[] = {"IotHubConnectionString=" HUB_CS, NULL};
+    const char *args[] = {"--interval",
+                          "100,200;",
+                          "--device-list",
+                          "a-._%*?!():=@$'z,B9",
+                          "--sas-ttl",
+                          "10s",
+                          "--duration",
+                          "0",
+                          "--connect-to",
+                          "127.0.0.1:8883",
+                          "--bind",
+                          "127.0.0.2",
+                          NULL};
+    assert_int_equal(parse_err(&cfg, env, args, err, sizeof(err)), HS_OPTS_RUN);
+    assert_string_equal(err, "");
+    assert_int_equal(cfg.nintervals, 2);
+    assert_int_equal(cfg.intervals[1], 200);
+    assert_int_equal(cfg.ndevices, 2);
+    assert_string_equal(cfg.device_ids[0], "a-._%*?!():=@$'z");
+    assert_int_equal(cfg.sas_ttl_s, 10);
+    assert_int_equal(cfg.duration_ms, 0); /* no limit */
+    hs_config_free(&cfg);
+    const char *prefix[] = {"--prefix", "x,y-", NULL};
+    assert_int_equal(parse(&cfg, env, prefix), HS_OPTS_RUN);
+    assert_string_equal(cfg.device_ids[0], "x,y-000001");
+    hs_config_free(&cfg);
+}
+
+/* Settings that are accepted with a warning saying what happens. */
+static void test_warned_values(void **state)
+{
+    (void)state;
+    struct hs_config cfg;
+    char err[2048];
+    const char *empty[] = {"IotHubConnectionString=" HUB_CS,
+                           "DeviceCount=", NULL};
+    assert_int_equal(parse_err(&cfg, empty, NULL, err, sizeof(err)),
+                     HS_OPTS_RUN);
+    assert_non_null(strstr(err, "warning: DeviceCount is empty in the "
+                                "environment; ignored"));
+    assert_int_equal(cfg.ndevices, 1);
+    hs_config_free(&cfg);
+    /* Not when a flag gives it. */
+    const char *devices[] = {"--devices", "2", NULL};
+    assert_int_equal(parse_err(&cfg, empty, devices, err, sizeof(err)),
+                     HS_OPTS_RUN);
+    assert_string_equal(err, "");
+    hs_config_free(&cfg);
+
+    const char *twice[] = {"IotHubConnectionString=" HUB_CS, "DeviceCount=2",
+                           "DEVICECOUNT=3", NULL};
+    assert_int_equal(parse_err(&cfg, twice, NULL, err, sizeof(err)),
+                     HS_OPTS_RUN);
+    assert_non_null(strstr(err, "warning: DeviceCount and DEVICECOUNT are the "
+                                "same setting; the last, DEVICECOUNT=3, wins"));
+    assert_int_equal(cfg.ndevices, 3);
+    hs_config_free(&cfg);
+
+    const char *both[] = {"IotHubConnectionString=" HUB_CS, "Interval=100",
+                          "Intervals=300", NULL};
+    assert_int_equal(parse_err(&cfg, both, NULL, err, sizeof(err)),
+                     HS_OPTS_RUN);
+    assert_non_null(strstr(err, "warning: Interval and Intervals both set; "
+                                "Intervals wins"));
+    assert_int_equal(cfg.intervals[0], 300);
+    hs_config_free(&cfg);
+
+    const char *env[] = {"IotHubConnectionString=" HUB_CS, NULL};
+    const char *amqp_only[] = {"--amqp-user", "u", "--devices-per-connection",
+                               "5", NULL};
+    assert_int_equal(parse_err(&cfg, env, amqp_only, err, sizeof(err)),
+                     HS_OPTS_RUN);
+    assert_non_null(strstr(err, "warning: --amqp-user is only used over AMQP"));
+    assert_non_null(strstr(err, "warning: --devices-per-connection is only "
+                                "used over AMQP (--protocol amqp or amqp-ws); "
+                                "ignored over mqtt"));
+    hs_config_free(&cfg);
+    const char *amqp[] = {"--protocol", "amqp", "--amqp-user", "u", NULL};
+    assert_int_equal(parse_err(&cfg, env, amqp, err, sizeof(err)), HS_OPTS_RUN);
+    assert_string_equal(err, "");
+    hs_config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -504,6 +673,9 @@ int main(void)
         cmocka_unit_test(test_storms_resend_x509),
         cmocka_unit_test(test_payload_settings),
         cmocka_unit_test(test_file),
+        cmocka_unit_test(test_refused_values),
+        cmocka_unit_test(test_accepted_values),
+        cmocka_unit_test(test_warned_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

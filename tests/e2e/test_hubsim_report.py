@@ -39,9 +39,11 @@ CHROMIUM_FLAGS = [
     "--enable-logging=stderr", "--v=0",
 ]
 # Markup and script-closing text where user input reaches the report. Device
-# ids cannot hold '/', ',', ';' or spaces; U+2028 ends a line in old
-# JavaScript. (The hub's name is checked to be a host name.)
-HOSTILE_ID = "<script>alert(1)<!--&lt'\"\u2028x"
+# ids hold only what IoT Hub allows (ASCII letters, digits and
+# -.%_*?!(),:=@$'), so the hostile markup comes with the template; U+2029
+# ends a line in old JavaScript. (The hub's name is checked to be a host
+# name.)
+HOSTILE_ID = "'-alert(1)-'%3Cscript%3E$x"
 HOSTILE_TEMPLATE = ('</script><script>document.title="owned"</script>'
                     '<img src=x onerror=alert(2)>\u2029$.DeviceId')
 OTHER_HUB = "other-hub.azure-devices.net"
