@@ -54,10 +54,12 @@ static const struct hs__plain hs__plain_metrics[] = {
      "Telemetry messages acknowledged (PUBACK).",
      offsetof(struct hs_snapshot, acked)},
     {"hubsim_messages_lost_total", "counter",
-     "QoS 1 messages whose connection ended before their PUBACK.",
+     "QoS 1 messages never acknowledged: in flight when their device "
+     "stopped, or when their connection ended without re-sending.",
      offsetof(struct hs_snapshot, lost)},
     {"hubsim_messages_behind_schedule_total", "counter",
-     "Sends that fell a whole interval behind.",
+     "Message slots missed: sends a whole interval late, and slots that "
+     "passed while the device was not connected.",
      offsetof(struct hs_snapshot, overrun)},
     {"hubsim_c2d_messages_total", "counter",
      "Cloud-to-device messages received.", offsetof(struct hs_snapshot, c2d)},

@@ -197,8 +197,9 @@ static const char *const hs__env_stems[] = {
 static const char hs__usage[] =
     "usage: hubsim [options]\n"
     "\n"
-    "Simulates IoT Hub devices: one MQTT connection each, over TLS or TLS\n"
-    "WebSockets, with IoT Hub's device authentication; measures and reports.\n"
+    "Simulates IoT Hub devices: MQTT (a connection each) or AMQP (many on\n"
+    "a connection), over TLS or TLS WebSockets, with IoT Hub's device\n"
+    "authentication; measures and reports.\n"
     "Settings also come from the IoT Telemetry Simulator's environment\n"
     "variables (in brackets); a flag wins over the environment.\n"
     "\n"

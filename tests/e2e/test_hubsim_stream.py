@@ -3,10 +3,9 @@ its failures by kind and by the phase they hit, and words them the same
 way for each: a refused connect, a source address that cannot be bound
 (a device calls that a failed connect, an AMQP connection a failed bind),
 a certificate from another CA, a server that accepts and says nothing
-(the TLS handshake's deadline, or over AMQP the devices' own), and a TLS server that answers the
-WebSocket upgrade with plain HTTP 200 or closes at it (an MQTT port).
-Every server is started here on
-loopback."""
+(the TLS handshake's deadline, or over AMQP the devices' own), and a TLS
+server that answers the WebSocket upgrade with plain HTTP 200 or closes at
+it (an MQTT port). Every server is started here on loopback."""
 
 import os
 import socket
