@@ -44,8 +44,6 @@ static int hs__bag(const struct hs_payload *p, const struct hs_template_ctx *c,
                    size_t errlen);
 static int hs__bag_member(const char *key, const struct hs_json *v, char *out,
                           size_t cap, size_t *len, char *err, size_t errlen);
-static int hs__err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 void hs_payload_init(struct hs_payload *p)
 {
@@ -144,17 +142,17 @@ int hs_payload_dist_parse(struct hs_payload *p, const char *spec,
     for (;;) {
         const char *why = hs__next_part(&s, spec, &part);
         if (why != NULL)
-            return hs__err(err, errlen, "column %zu: %s",
-                           (size_t)(s - spec) + 1, why);
+            return hs_vars_err(err, errlen, "column %zu: %s",
+                               (size_t)(s - spec) + 1, why);
         if (part.kind[0] == '\0')
             break;
         if (hs__dist_part(p, &part, default_tpl, lookup, arg, err, errlen) < 0)
             return -1;
     }
     if (p->nitems == before)
-        return hs__err(err, errlen,
-                       "no payload given (fixSize, fix or "
-                       "template)");
+        return hs_vars_err(err, errlen,
+                           "no payload given (fixSize, fix or "
+                           "template)");
     return 0;
 }
 
@@ -237,55 +235,57 @@ static int hs__dist_part(struct hs_payload *p, const struct hs__part *part,
     bool fix = strcasecmp(part->kind, "fix") == 0;
     bool tpl = strcasecmp(part->kind, "template") == 0;
     if (!fixsize && !fix && !tpl)
-        return hs__err(err, errlen,
-                       "column %zu: unknown payload kind %s (fixSize, fix "
-                       "or template)",
-                       col, part->kind);
+        return hs_vars_err(err, errlen,
+                           "column %zu: unknown payload kind %s (fixSize, fix "
+                           "or template)",
+                           col, part->kind);
     if (hs__pct(part->args[0], &pct) < 0)
-        return hs__err(err, errlen,
-                       "column %zu: %s: the share must be a whole number "
-                       "from 1 to 100, not \"%s\"",
-                       col, part->kind, part->args[0]);
+        return hs_vars_err(err, errlen,
+                           "column %zu: %s: the share must be a whole number "
+                           "from 1 to 100, not \"%s\"",
+                           col, part->kind, part->args[0]);
     if ((fixsize || fix) && part->nargs != 2)
-        return hs__err(err, errlen, "column %zu: %s takes (percent, %s)", col,
-                       part->kind, fix ? "base64" : "bytes");
+        return hs_vars_err(err, errlen, "column %zu: %s takes (percent, %s)",
+                           col, part->kind, fix ? "base64" : "bytes");
     if (fixsize) {
         char *end;
         unsigned long n = strtoul(part->args[1], &end, 10);
         if (!isdigit((unsigned char)part->args[1][0]) || *end != '\0' ||
             n > 256 * 1024)
-            return hs__err(err, errlen,
-                           "column %zu: fixSize: size must be 0 to 262144 "
-                           "bytes, not \"%s\"",
-                           col, part->args[1]);
+            return hs_vars_err(err, errlen,
+                               "column %zu: fixSize: size must be 0 to 262144 "
+                               "bytes, not \"%s\"",
+                               col, part->args[1]);
         if (hs_payload_add_fix(p, pct, NULL, n, NULL) < 0)
-            return hs__err(err, errlen, "out of memory");
+            return hs_vars_err(err, errlen, "out of memory");
         return 0;
     }
     if (fix) {
         uint8_t bytes[512];
         long n = hs_base64_decode(part->args[1], bytes, sizeof(bytes));
         if (n < 0)
-            return hs__err(err, errlen, "column %zu: fix: \"%s\" is not base64",
-                           col, part->args[1]);
+            return hs_vars_err(err, errlen,
+                               "column %zu: fix: \"%s\" is not base64", col,
+                               part->args[1]);
         if (hs_payload_add_fix(p, pct, bytes, (size_t)n, NULL) < 0)
-            return hs__err(err, errlen, "out of memory");
+            return hs_vars_err(err, errlen, "out of memory");
         return 0;
     }
     if (part->nargs > 2)
-        return hs__err(err, errlen,
-                       "column %zu: template takes (percent[, name])", col);
+        return hs_vars_err(err, errlen,
+                           "column %zu: template takes (percent[, name])", col);
     const char *text = default_tpl;
     if (part->nargs == 2 && strcasecmp(part->args[1], "default") != 0) {
         text = lookup(arg, part->args[1]);
         if (text == NULL)
-            return hs__err(err, errlen,
-                           "column %zu: template %s: no setting of that name "
-                           "holds a template",
-                           col, part->args[1]);
+            return hs_vars_err(
+                err, errlen,
+                "column %zu: template %s: no setting of that name "
+                "holds a template",
+                col, part->args[1]);
     }
     if (hs_payload_add_template(p, pct, text, NULL) < 0)
-        return hs__err(err, errlen, "out of memory");
+        return hs_vars_err(err, errlen, "out of memory");
     return 0;
 }
 
@@ -316,7 +316,7 @@ int hs_payload_finish(struct hs_payload *p, char *const *ids, uint32_t n,
     if (p->vars.n > 0)
         p->state = calloc((size_t)n * 2 * p->vars.n, sizeof(*p->state));
     if (p->own == NULL || (p->vars.n > 0 && p->state == NULL))
-        return hs__err(err, errlen, "out of memory");
+        return hs_vars_err(err, errlen, "out of memory");
     for (size_t i = 0; i < p->nitems; i++) {
         const char *id = p->items[i].device_id;
         uint32_t d = 0;
@@ -328,13 +328,13 @@ int hs_payload_finish(struct hs_payload *p, char *const *ids, uint32_t n,
                     "which is not in this run\n",
                     id);
         else if (id != NULL && p->own[d] != 0)
-            return hs__err(err, errlen, "two payloads for device %s", id);
+            return hs_vars_err(err, errlen, "two payloads for device %s", id);
         else if (id != NULL)
             p->own[d] = (uint32_t)i + 1;
     }
     for (uint32_t d = 0; p->total == 0 && d < n; d++)
         if (p->own[d] == 0)
-            return hs__err(err, errlen, "device %s has no payload", ids[d]);
+            return hs_vars_err(err, errlen, "device %s has no payload", ids[d]);
     if (p->total != 0 && p->total != 100)
         fprintf(stderr,
                 "hubsim: warning: payload shares add up to %u, not 100; "
@@ -423,7 +423,7 @@ int hs_payload_check_header(const struct hs_payload *p,
         return 0;
     struct hs_vslot *slots = calloc(2 * p->vars.n + 1, sizeof(*slots));
     char *bag = malloc(HS_TOPIC_MAX);
-    int rc = hs__err(err, errlen, "out of memory");
+    int rc = hs_vars_err(err, errlen, "out of memory");
     if (slots != NULL && bag != NULL) {
         struct hs__uarg u = {&p->vars, slots};
         struct hs_template_ctx ctx = *c;
@@ -457,20 +457,22 @@ static int hs__bag(const struct hs_payload *p, const struct hs_template_ctx *c,
     char text[2 * HS_TOPIC_MAX];
     size_t n = hs_template_render(&p->header, c, text, sizeof(text));
     if (n == sizeof(text))
-        return hs__err(err, errlen, "the header is longer than %zu bytes",
-                       sizeof(text) - 1);
+        return hs_vars_err(err, errlen, "the header is longer than %zu bytes",
+                           sizeof(text) - 1);
     struct hs_json *obj;
     struct hs_json_error je;
     if (hs_json_parse(text, n, HS_JSON_BARE_KEYS, &obj, &je) < 0)
-        return hs__err(err, errlen,
-                       "the header is not JSON (%s at line %u, column %u): "
-                       "%.*s",
-                       je.why, je.line, je.col, (int)(n > 200 ? 200 : n), text);
+        return hs_vars_err(err, errlen,
+                           "the header is not JSON (%s at line %u, column %u): "
+                           "%.*s",
+                           je.why, je.line, je.col, (int)(n > 200 ? 200 : n),
+                           text);
     int rc = 0;
     *len = 0;
     if (obj->type != HS_JSON_OBJECT)
-        rc = hs__err(err, errlen, "the header must give a JSON object, not %s",
-                     hs_json_type_name(obj));
+        rc = hs_vars_err(err, errlen,
+                         "the header must give a JSON object, not %s",
+                         hs_json_type_name(obj));
     for (size_t i = 0; rc == 0 && i < obj->n; i++)
         rc = hs__bag_member(obj->keys[i], &obj->items[i], out, cap, len, err,
                             errlen);
@@ -488,10 +490,10 @@ static int hs__bag_member(const char *key, const struct hs_json *v, char *out,
     if (v->type == HS_JSON_NULL)
         return 0;
     if (text == NULL || key[0] == '\0')
-        return hs__err(err, errlen,
-                       "header property %s is %s; properties are strings, "
-                       "numbers or booleans with a name",
-                       key, hs_json_type_name(v));
+        return hs_vars_err(err, errlen,
+                           "header property %s is %s; properties are strings, "
+                           "numbers or booleans with a name",
+                           key, hs_json_type_name(v));
     size_t n = *len;
     if (n > 0 && n + 1 < cap)
         out[n] = '&';
@@ -503,17 +505,8 @@ static int hs__bag_member(const char *key, const struct hs_json *v, char *out,
     n +=
         hs_sas_urlencode(n < cap ? out + n : NULL, n < cap ? cap - n : 0, text);
     if (n >= cap)
-        return hs__err(err, errlen, "the properties take more than %zu bytes",
-                       cap - 1);
+        return hs_vars_err(err, errlen,
+                           "the properties take more than %zu bytes", cap - 1);
     *len = n;
     return 0;
-}
-
-static int hs__err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
 }

@@ -32,8 +32,6 @@ static int hs__values(struct hs_vdef *d, const struct hs_json *arr, char *why,
 static int hs__bool(const struct hs_json *v, const char *key, bool *out,
                     char *why, size_t cap);
 static void hs__refs(struct hs_vars *vars, const char *what);
-static int hs__err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 static size_t hs__put(char *buf, size_t cap, const char *s, size_t len);
 static size_t hs__write_slot(const struct hs_vars *vars, uint32_t i,
                              const struct hs_vslot *s,
@@ -45,16 +43,16 @@ int hs_vars_parse(struct hs_vars *vars, const struct hs_json *arr,
 {
     memset(vars, 0, sizeof(*vars));
     if (arr->type != HS_JSON_ARRAY)
-        return hs__err(err, errlen, "%s: must be a JSON array, not %s", what,
-                       hs_json_type_name(arr));
+        return hs_vars_err(err, errlen, "%s: must be a JSON array, not %s",
+                           what, hs_json_type_name(arr));
     if (arr->n > HS_VARS_MAX)
-        return hs__err(err, errlen, "%s: more than %d variables", what,
-                       HS_VARS_MAX);
+        return hs_vars_err(err, errlen, "%s: more than %d variables", what,
+                           HS_VARS_MAX);
     vars->defs = calloc(arr->n ? arr->n : 1, sizeof(*vars->defs));
     vars->names = calloc(arr->n ? arr->n : 1, sizeof(*vars->names));
     if (vars->defs == NULL || vars->names == NULL) {
         hs_vars_free(vars);
-        return hs__err(err, errlen, "%s: out of memory", what);
+        return hs_vars_err(err, errlen, "%s: out of memory", what);
     }
     for (size_t i = 0; i < arr->n; i++) {
         if (hs__def(vars, &arr->items[i], i + 1, what, err, errlen) < 0) {
@@ -87,29 +85,30 @@ static int hs__def(struct hs_vars *vars, const struct hs_json *obj, size_t pos,
     char why[256] = "";
     struct hs__item it = {0};
     if (obj->type != HS_JSON_OBJECT)
-        return hs__err(err, errlen,
-                       "%s: item %zu (line %u, column %u) is %s, not an "
-                       "object with a name",
-                       what, pos, obj->line, obj->col, hs_json_type_name(obj));
+        return hs_vars_err(err, errlen,
+                           "%s: item %zu (line %u, column %u) is %s, not an "
+                           "object with a name",
+                           what, pos, obj->line, obj->col,
+                           hs_json_type_name(obj));
     const struct hs_json *name = hs_json_get(obj, "name");
     if (name == NULL || name->type != HS_JSON_STRING || name->len == 0)
-        return hs__err(err, errlen,
-                       "%s: item %zu (line %u, column %u) needs a \"name\" "
-                       "(a non-empty string)",
-                       what, pos, obj->line, obj->col);
+        return hs_vars_err(err, errlen,
+                           "%s: item %zu (line %u, column %u) needs a \"name\" "
+                           "(a non-empty string)",
+                           what, pos, obj->line, obj->col);
     for (size_t i = 0; i < vars->n; i++)
         if (strcmp(vars->defs[i].name, name->str) == 0)
-            return hs__err(err, errlen,
-                           "%s: item %zu: the name %s is taken "
-                           "by item %zu",
-                           what, pos, name->str, i + 1);
+            return hs_vars_err(err, errlen,
+                               "%s: item %zu: the name %s is taken "
+                               "by item %zu",
+                               what, pos, name->str, i + 1);
     for (size_t k = 0; k < obj->n; k++) {
         size_t j = 0;
         while (j < HS__NKEYS && strcasecmp(obj->keys[k], hs__keys[j]))
             j++;
         if (j < HS__NKEYS && it.key[j] != NULL)
-            return hs__err(err, errlen, "%s: variable %s: %s given twice", what,
-                           name->str, hs__keys[j]);
+            return hs_vars_err(err, errlen, "%s: variable %s: %s given twice",
+                               what, name->str, hs__keys[j]);
         if (j < HS__NKEYS) {
             it.key[j] = &obj->items[k];
             continue;
@@ -124,13 +123,13 @@ static int hs__def(struct hs_vars *vars, const struct hs_json *obj, size_t pos,
     struct hs_vdef *d = &vars->defs[vars->n];
     d->name = strdup(name->str);
     if (d->name == NULL)
-        return hs__err(err, errlen, "%s: out of memory", what);
+        return hs_vars_err(err, errlen, "%s: out of memory", what);
     vars->names[vars->n++] = d->name;
     if (hs__kind(d, &it, why, sizeof(why)) < 0 ||
         hs__numbers(d, &it, why, sizeof(why)) < 0 ||
         (it.key[7] && hs__values(d, it.key[7], why, sizeof(why)) < 0))
-        return hs__err(err, errlen, "%s: variable %s (item %zu): %s", what,
-                       d->name, pos, why);
+        return hs_vars_err(err, errlen, "%s: variable %s (item %zu): %s", what,
+                           d->name, pos, why);
     return 0;
 }
 
@@ -447,7 +446,7 @@ static size_t hs__put(char *buf, size_t cap, const char *s, size_t len)
     return len;
 }
 
-static int hs__err(char *err, size_t errlen, const char *fmt, ...)
+int hs_vars_err(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);

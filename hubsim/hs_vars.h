@@ -107,4 +107,11 @@ size_t hs_vars_write(const struct hs_vars *vars, const struct hs_vslot *slots,
 /* The shortest text that reads back as d (like .NET's double format). */
 size_t hs_vars_double(double d, char *buf, size_t cap);
 
+/*
+ * Writes a printf-style message into err (errlen bytes); returns -1, so a
+ * settings reader can fail with "return hs_vars_err(...)".
+ */
+int hs_vars_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #endif
