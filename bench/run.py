@@ -51,13 +51,15 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.path.dirname(HERE)
 SNI = "bench.hub.test"
-PEERS = ("direct", "hubgate", "haproxy", "haproxy-splice", "nginx")
+PEERS = ("direct", "hubgate", "haproxy", "haproxy-splice", "nginx", "uring")
 PEER_TITLES = {"direct": "direct", "hubgate": "hubgate",
                "haproxy": "HAProxy", "haproxy-splice": "HAProxy, splice forced",
-               "nginx": "NGINX"}
+               "nginx": "NGINX", "uring": "bare io_uring forwarder"}
 # HAProxy's splice-auto splices only streams its heuristics call fast; the
-# bulk workload also runs a copy that always splices, to compare with.
-ONLY = {"haproxy-splice": ("bulk",)}
+# bulk workload also runs a copy that always splices, to compare with. The
+# bare io_uring forwarder (bench/hburing.c: no ClientHello, no routing, no
+# timers) shows what that design costs per small message, next to the rest.
+ONLY = {"haproxy-splice": ("bulk",), "uring": ("msgs",)}
 WORKLOADS = ("idle", "msgs", "bulk", "storm", "cpu")
 WORKERS = 2  # one per core on the reference machine; --workers to change
 
@@ -341,6 +343,7 @@ class Tools:
         self.hgload = os.path.join(build, "bench", "hgload")
         self.hgecho = os.path.join(build, "bench", "hgecho")
         self.hubgate = os.path.join(build, "hubgate")
+        self.hburing = os.path.join(build, "bench", "hburing")  # optional
         for b in (self.hgload, self.hgecho, self.hubgate):
             if not os.access(b, os.X_OK):
                 raise SystemExit(f"run.py: {b} is missing: build first "
@@ -652,17 +655,34 @@ class HAProxySplice(HAProxy):
             "    option splice-request\n    option splice-response\n")
 
 
+class Uring(Peer):
+    """The bare io_uring forwarder: every connection to the backend."""
+    name = "uring"
+
+    def config(self, backend_port, workers, profiling):
+        self.backend_port = backend_port
+        return ""
+
+    def argv(self, path, tag):
+        return [self.tools.hburing, "--listen", self.addr,
+                "--backend", f"127.0.0.1:{self.backend_port}",
+                "--threads", str(self.workers)]
+
+
 PEER_CLASSES = {"direct": Direct, "hubgate": Hubgate, "haproxy": HAProxy,
-                "haproxy-splice": HAProxySplice, "nginx": Nginx}
+                "haproxy-splice": HAProxySplice, "nginx": Nginx,
+                "uring": Uring}
 
 
-def available_peers(wanted):
+def available_peers(wanted, tools):
     peers, missing = [], []
     for name in wanted:
         binary = {"haproxy": "haproxy", "haproxy-splice": "haproxy",
                   "nginx": "nginx"}.get(name)
         if binary and shutil.which(binary) is None:
             missing.append(name)
+        elif name == "uring" and not os.access(tools.hburing, os.X_OK):
+            missing.append(name)  # built only where liburing is
         elif name == "nginx" and not os.path.exists(Nginx.module):
             missing.append(name)
         else:
@@ -1214,6 +1234,9 @@ def limits_section(results):
         if left <= 0:
             return text + (": nothing, since the load generator and the "
                            "backend alone would use up the machine.")
+        if left >= own:
+            return text + (", as much as it uses or more: hubgate's CPU is "
+                           "not what held the rate back in this run.")
         return text + f", {100 * (1 - left / own):.0f} % less than it uses."
 
     msgs = "small messages/s ≥ 1.3 × HAProxy"
@@ -1238,6 +1261,16 @@ def limits_section(results):
                         "user space; what remains is the kernel's TCP work "
                         "on loopback, where the sender also pays for the "
                         "receiver's side.")
+        u_rate = med(results, "msgs", "uring", "msgs_per_s")
+        u_cpu = med(results, "msgs", "uring", "cpu_us_per_msg_sat")
+        if u_rate is not None and u_cpu is not None:
+            reach = ("which meets the target: forwarding on io_uring "
+                     "is how hubgate could" if u_rate >= 1.3 * x_rate else
+                     "still short of the target")
+            out[-1] += (" The bare io_uring forwarder, which does less "
+                        f"than a proxy, forwarded {u_rate:,.0f} messages/s "
+                        f"({u_rate / x_rate:.2f} × HAProxy's) with "
+                        f"{u_cpu:.1f} µs of CPU per message, {reach}.")
         out.append("")
     storm = "new connections/s ≥ 1.3 × HAProxy"
     h = {k: med(results, "storm", "hubgate", k) for k in (
@@ -1510,6 +1543,13 @@ METHOD = """\
   `/proc/*/task/*/schedstat`) spent inside a measuring window ÷ the
   messages of that window: unlike messages/s, it does not depend on how
   much CPU the load generator and the backend take.
+  The bare io_uring forwarder (`bench/hburing`, {workers} threads, built
+  where liburing is installed) runs this workload only: it reads no
+  ClientHello and routes nothing (each connection goes to the backend with a
+  blocking connect), keeps no timers and counts nothing, so its figures are
+  a floor for a forwarding path built on io_uring (multishot receives into
+  a shared ring of provided buffers, one send in flight per direction),
+  not a proxy to deploy.
 - bulk: the backend writes as fast as it can after the ClientHello; bytes/s
   received over {bulk_duration_s} s after a {bulk_warmup_s} s warm-up, with
   {bulk_streams} streams. HAProxy runs twice: as configured for every
@@ -1589,7 +1629,7 @@ def main():
         time.strftime("%Y%m%d-%H%M%S"))
     os.makedirs(out, exist_ok=True)
     peers, missing = available_peers(
-        [p for p in args.peers.split(",") if p in PEERS])
+        [p for p in args.peers.split(",") if p in PEERS], tools)
     if missing:
         log(f"not installed, skipped: {', '.join(missing)}")
     log(f"output in {out}")

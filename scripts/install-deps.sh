@@ -13,8 +13,9 @@ packages=(
     mosquitto mosquitto-clients dnsmasq-base nftables iproute2 openssl
     python3 procps psmisc valgrind curl coreutils
     # benchmarks (make bench): the peers hubgate is measured against, and
-    # strace for system calls per message (callgrind comes with valgrind)
-    haproxy nginx libnginx-mod-stream strace
+    # strace for system calls per message (callgrind comes with valgrind),
+    # liburing for the bare io_uring forwarder measured beside them
+    haproxy nginx libnginx-mod-stream strace liburing-dev
     # hubsim's tests: RabbitMQ with its AMQP 1.0 plugin as the AMQP broker,
     # proton's Python binding for the AMQP consumer and IoT Hub stand-in,
     # Chromium (headless, no network) to open the HTML report

@@ -2,10 +2,12 @@
 """The benchmark harness (bench/run.py, bench/hgload, bench/hgecho) runs
 every workload once at a tiny size, so it cannot rot: idle memory, small
 messages, bulk, the connection storm and the callgrind / strace counts,
-directly and through hubgate, HAProxy and NGINX. No figure is checked
+directly and through hubgate, HAProxy and NGINX, and the small messages
+through the bare io_uring forwarder (bench/hburing). No figure is checked
 against a bound (a benchmark is never a timed test); only that each one was
 measured, and that the report and the configs were written. HAProxy and
-NGINX are skipped, with a note, where they are not installed."""
+NGINX are skipped, with a note, where they are not installed, and the
+forwarder where liburing is not."""
 
 import os
 import shutil
@@ -37,6 +39,12 @@ def check_workloads(res, peers):
     for p in peers:
         if p == "haproxy-splice":
             continue  # a bulk-only variant, checked above
+        if p == "uring":  # small messages only
+            assert set(r for r in res if p in res[r]) == {"msgs"}, res
+            msgs, = res["msgs"][p]
+            assert msgs["msgs_per_s"] > 0 and msgs["paced_done"] > 0, msgs
+            assert number(msgs["cpu_us_per_msg_sat"]), msgs
+            continue
         proxy = p in PROXIES
         if proxy:
             idle, = res["idle"][p]
