@@ -48,7 +48,8 @@ $(BENCH_BUILD)/CMakeCache.txt:
 	    $(CMAKE_ARGS)
 
 bench: deps $(BENCH_BUILD)/CMakeCache.txt
-	cmake --build $(BENCH_BUILD) -j $(JOBS) --target hubgate hgload hgecho
+	cmake --build $(BENCH_BUILD) -j $(JOBS) --target hubgate hgload hgecho \
+	    $(if $(shell pkg-config --exists liburing && echo y),hburing)
 	python3 bench/run.py --build $(BENCH_BUILD) --docs docs/benchmarks.md \
 	    $(BENCH_ARGS)
 
