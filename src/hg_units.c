@@ -43,6 +43,7 @@ static int hg__units_bracketed(const char *text, char *host, size_t hostsz,
 static int hg__units_ip(const char *host, uint16_t port,
                         struct sockaddr_storage *ss, socklen_t *len);
 static bool hg__units_is_ip(const char *host);
+static bool hg__units_ambiguous(const char *host);
 static bool hg__units_host_char(char c);
 static int hg__units_label(const char *label, size_t len, const char **reason);
 
@@ -212,7 +213,32 @@ int hg_hostport_split(const char *text, char *host, size_t hostsz,
                   "[::1]:443";
         return -1;
     }
+    if (hg__units_ambiguous(host)) {
+        *reason = "ambiguous: the last group reads as a port as well; "
+                  "write [::1]:443 for a port, or the address in brackets";
+        return -1;
+    }
     return 0;
+}
+
+/*
+ * True when a bare IPv6 literal also reads as an IPv6 address and a port
+ * ("::1:8883", "2001:db8::1:443"): some tools take the last group for a
+ * port, so either reading may be what was meant.
+ */
+static bool hg__units_ambiguous(const char *host)
+{
+    const char *last = strrchr(host, ':');
+    char head[HG_HOST_BUF];
+    uint16_t port;
+    const char *reason;
+
+    if (last == NULL || (size_t)(last - host) >= sizeof(head) ||
+        hg__units_port(last + 1, &port, &reason) != 0)
+        return false;
+    memcpy(head, host, (size_t)(last - host));
+    head[last - host] = '\0';
+    return hg__units_is_ip(head);
 }
 
 /* Fills *ss from an IP literal and a port. Returns -1 if host is not one. */

@@ -160,6 +160,26 @@ static void test_hostport_split(void **state)
     assert_int_equal(
         hg_hostport_split("::1", host, sizeof(host), &port, &reason), 0);
     assert_string_equal(host, "::1");
+    assert_int_equal(
+        hg_hostport_split("fd00::abcd", host, sizeof(host), &port, &reason), 0);
+    assert_string_equal(host, "fd00::abcd");
+    assert_int_equal(port, 0);
+    /* The last group reads as a port too: brackets must say which. */
+    assert_int_equal(
+        hg_hostport_split("::1:8883", host, sizeof(host), &port, &reason), -1);
+    assert_string_equal(reason, "ambiguous: the last group reads as a port "
+                                "as well; write [::1]:443 for a port, or the "
+                                "address in brackets");
+    assert_int_equal(hg_hostport_split("2001:db8::1:443", host, sizeof(host),
+                                       &port, &reason),
+                     -1);
+    assert_int_equal(
+        hg_hostport_split("[::1:8883]", host, sizeof(host), &port, &reason), 0);
+    assert_string_equal(host, "::1:8883");
+    assert_int_equal(port, 0);
+    assert_int_equal(hg_hostport_split("::ffff:10.0.0.1", host, sizeof(host),
+                                       &port, &reason),
+                     0);
     /* A buffer too small for the host. */
     assert_int_equal(hg_hostport_split("abcdef:1", host, 4, &port, &reason),
                      -1);
