@@ -265,6 +265,7 @@ static void test_every_key(void **state)
                 "  connect: 1500ms\n"
                 "  hello: 3s\n"
                 "  idle: 2h\n"
+                "  queue: 20s\n"
                 "tcp_keepalive: 60s\n"
                 "max_hello: 1MiB\n"
                 "resolver:\n"
@@ -283,6 +284,8 @@ static void test_every_key(void **state)
     assert_int_equal(cfg->connect_timeout_ms, 1500);
     assert_int_equal(cfg->hello_timeout_ms, 3000);
     assert_int_equal(cfg->idle_timeout_ms, 2 * 3600 * 1000);
+    assert_int_equal(cfg->queue_timeout_ms, 20000);
+    assert_int_equal(cfg->routes[0].connect_per_min, 0);
     assert_int_equal(cfg->tcp_keepalive_ms, 60000);
     assert_int_equal(cfg->max_hello, 1024 * 1024);
     assert_int_equal(cfg->nresolver_servers, 2);
@@ -721,6 +724,54 @@ static void test_error_durations(void **state)
                   e, 7);
 }
 
+/* connect_rate: per second or per minute, within range, never bare. */
+static void test_connect_rate(void **state)
+{
+    static const char *const e[] = {
+        "t.yaml:8:19: invalid rate \"10\" (a unit is required: /s or /m, "
+        "as in 200/s)",
+        "t.yaml:12:19: \"connect_rate\" out of range: \"0/s\" (allowed: "
+        "1/m..100000/s)",
+        "t.yaml:16:19: invalid rate \"5/h\" (unknown unit; use /s or /m, as "
+        "in 200/s)",
+        "t.yaml:20:19: \"connect_rate\" out of range: \"100001/s\" "
+        "(allowed: 1/m..100000/s)",
+    };
+    struct hg_config *cfg = load_ok(MIN_LISTENERS "routes:\n"
+                                                  "  - name: a\n"
+                                                  "    sni: a.example\n"
+                                                  "    backend: b.example\n"
+                                                  "    connect_rate: 200/s\n"
+                                                  "  - name: b\n"
+                                                  "    sni: b.example\n"
+                                                  "    backend: b.example\n"
+                                                  "    connect_rate: 30/m\n");
+
+    (void)state;
+    assert_int_equal(cfg->routes[0].connect_per_min, 12000);
+    assert_int_equal(cfg->routes[1].connect_per_min, 30);
+    assert_int_equal(cfg->queue_timeout_ms, 10000);
+    hg_config_unref(cfg);
+    expect_errors(MIN_LISTENERS "routes:\n"
+                                "  - name: a\n"
+                                "    sni: a.example\n"
+                                "    backend: b.example\n"
+                                "    connect_rate: 10\n"
+                                "  - name: b\n"
+                                "    sni: b.example\n"
+                                "    backend: b.example\n"
+                                "    connect_rate: 0/s\n"
+                                "  - name: c\n"
+                                "    sni: c.example\n"
+                                "    backend: b.example\n"
+                                "    connect_rate: 5/h\n"
+                                "  - name: d\n"
+                                "    sni: d.example\n"
+                                "    backend: b.example\n"
+                                "    connect_rate: 100001/s\n",
+                  e, 4);
+}
+
 static void test_error_ranges(void **state)
 {
     static const char *const e[] = {
@@ -781,8 +832,9 @@ static void test_error_addresses(void **state)
         "be 1..65535)",
         "t.yaml:7:12: invalid bind address \"0.0.0.0\" (a port is required, "
         "as in 0.0.0.0:8883 or [::]:8883)",
-        "t.yaml:7:21: invalid bind address \"::1:8883\" (a port is required, "
-        "as in 0.0.0.0:8883 or [::]:8883)",
+        "t.yaml:7:21: invalid bind address \"::1:8883\" (ambiguous: the last "
+        "group reads as a port as well; write [::1]:443 for a port, or the "
+        "address in brackets)",
         "t.yaml:11:14: invalid backend \"b.example:99999\" (the port must be "
         "1..65535)",
     };
@@ -1028,6 +1080,7 @@ int main(void)
         cmocka_unit_test(test_error_list_types),
         cmocka_unit_test(test_error_durations),
         cmocka_unit_test(test_error_ranges),
+        cmocka_unit_test(test_connect_rate),
         cmocka_unit_test(test_shutdown),
         cmocka_unit_test(test_error_enums),
         cmocka_unit_test(test_error_addresses),
