@@ -21,6 +21,8 @@ static void hg__pairs(const struct hg_stats *s, void *arg);
 static void hg__pairs_total(const struct hg_stats *s, void *arg);
 static void hg__refused(const struct hg_stats *s, void *arg);
 static void hg__bytes(const struct hg_stats *s, void *arg);
+static void hg__queued(const struct hg_stats *s, void *arg);
+static void hg__queue_timeouts(const struct hg_stats *s, void *arg);
 static void hg__routes(struct hg_text *t, const struct hg_config *cfg);
 
 struct hg_admin *hg_admin_start(struct hg_daemon *d,
@@ -69,6 +71,14 @@ char *hg_admin_metrics(struct hg_daemon *d, size_t *len)
     hg_prom_family(&t, "hubgate_bytes_total", "counter",
                    "Bytes forwarded, by route; up is client to backend.");
     hg_stats_foreach(hg__bytes, &t);
+    hg_prom_family(&t, "hubgate_connect_queue", "gauge",
+                   "Connections waiting for their turn under the route's "
+                   "connect_rate.");
+    hg_stats_foreach(hg__queued, &t);
+    hg_prom_family(&t, "hubgate_queue_timeouts_total", "counter",
+                   "Connections closed after waiting timeouts.queue for "
+                   "their turn.");
+    hg_stats_foreach(hg__queue_timeouts, &t);
     struct hg_config *cfg = hg_daemon_config(d);
     hg__routes(&t, cfg);
     hg_config_unref(cfg);
@@ -145,6 +155,20 @@ static void hg__bytes(const struct hg_stats *s, void *arg)
     for (int i = 0; i < 2; i++)
         hg_prom_sample(arg, "hubgate_bytes_total", "route", s->route,
                        "direction", dirs[i], hg_stats_get(&s->bytes[i]));
+}
+
+static void hg__queued(const struct hg_stats *s, void *arg)
+{
+    if (s->kind == HG_STATS_ROUTE)
+        hg_prom_sample(arg, "hubgate_connect_queue", "route", s->route, NULL,
+                       NULL, hg_stats_get(&s->queued));
+}
+
+static void hg__queue_timeouts(const struct hg_stats *s, void *arg)
+{
+    if (s->kind == HG_STATS_ROUTE)
+        hg_prom_sample(arg, "hubgate_queue_timeouts_total", "route", s->route,
+                       NULL, NULL, hg_stats_get(&s->queue_timeouts));
 }
 
 static void hg__handle(void *arg, const char *url, struct hg_http_reply *out)

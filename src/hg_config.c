@@ -63,7 +63,13 @@ enum hg__cfg_top {
 };
 enum hg__cfg_admin { HG__ADMIN_LISTEN, HG__ADMIN_N };
 enum hg__cfg_log { HG__LOG_LEVEL, HG__LOG_FORMAT, HG__LOG_N };
-enum hg__cfg_timeouts { HG__TO_CONNECT, HG__TO_HELLO, HG__TO_IDLE, HG__TO_N };
+enum hg__cfg_timeouts {
+    HG__TO_CONNECT,
+    HG__TO_HELLO,
+    HG__TO_IDLE,
+    HG__TO_QUEUE,
+    HG__TO_N
+};
 enum hg__cfg_shutdown { HG__SD_READY, HG__SD_DRAIN, HG__SD_N };
 enum hg__cfg_resolver { HG__RES_SERVERS, HG__RES_MIN, HG__RES_MAX, HG__RES_N };
 enum hg__cfg_listener { HG__LIS_NAME, HG__LIS_BIND, HG__LIS_ALLOW, HG__LIS_N };
@@ -72,6 +78,7 @@ enum hg__cfg_route {
     HG__RT_SNI,
     HG__RT_BACKEND,
     HG__RT_ALLOW,
+    HG__RT_RATE,
     HG__RT_N
 };
 
@@ -85,13 +92,13 @@ static const char *const hg__cfg_shutdown_keys[HG__SD_N] = {"ready_delay",
 static const char *const hg__cfg_admin_keys[HG__ADMIN_N] = {"listen"};
 static const char *const hg__cfg_log_keys[HG__LOG_N] = {"level", "format"};
 static const char *const hg__cfg_timeout_keys[HG__TO_N] = {"connect", "hello",
-                                                           "idle"};
+                                                           "idle", "queue"};
 static const char *const hg__cfg_resolver_keys[HG__RES_N] = {
     "servers", "min_ttl", "max_ttl"};
 static const char *const hg__cfg_listener_keys[HG__LIS_N] = {"name", "bind",
                                                              "allow"};
-static const char *const hg__cfg_route_keys[HG__RT_N] = {"name", "sni",
-                                                         "backend", "allow"};
+static const char *const hg__cfg_route_keys[HG__RT_N] = {
+    "name", "sni", "backend", "allow", "connect_rate"};
 
 /* Values of log.level and log.format, in the order of their enums. */
 static const char *const hg__cfg_levels[] = {"error", "warn", "info", "debug"};
@@ -259,6 +266,8 @@ static void hg__cfg_backend(struct hg__cfg_ctx *ctx, yaml_node_t *node,
                             struct hg_route_conf *r);
 static void hg__cfg_route(struct hg__cfg_ctx *ctx, yaml_node_t *node,
                           struct hg_route_conf *r);
+static void hg__cfg_rate(struct hg__cfg_ctx *ctx, yaml_node_t *node,
+                         struct hg_route_conf *r);
 static void hg__cfg_routes(struct hg__cfg_ctx *ctx, yaml_node_t *root,
                            yaml_node_t *node);
 static void hg__cfg_default_route(struct hg__cfg_ctx *ctx, yaml_node_t *node);
@@ -898,6 +907,8 @@ static void hg__cfg_timeouts(struct hg__cfg_ctx *ctx, yaml_node_t *node)
                      &cfg->hello_timeout_ms);
     hg__cfg_duration(ctx, v[HG__TO_IDLE], "idle", &hg__cfg_timeout_range,
                      &cfg->idle_timeout_ms);
+    hg__cfg_duration(ctx, v[HG__TO_QUEUE], "queue", &hg__cfg_timeout_range,
+                     &cfg->queue_timeout_ms);
 }
 
 /* shutdown: ready_delay and drain, each zero (0s) or more. */
@@ -1379,6 +1390,35 @@ static void hg__cfg_route(struct hg__cfg_ctx *ctx, yaml_node_t *node,
     else
         hg__cfg_backend(ctx, v[HG__RT_BACKEND], r);
     r->allow = hg__cfg_allow(ctx, v[HG__RT_ALLOW]);
+    hg__cfg_rate(ctx, v[HG__RT_RATE], r);
+}
+
+/* connect_rate: new backend connections a second or a minute, or absent. */
+static void hg__cfg_rate(struct hg__cfg_ctx *ctx, yaml_node_t *node,
+                         struct hg_route_conf *r)
+{
+    char q[HG__CFG_QUOTE_BUF];
+    const char *text, *reason;
+    uint64_t per_minute;
+
+    if (node == NULL)
+        return;
+    text = hg__cfg_scalar(ctx, node, "connect_rate", false, "a rate");
+    if (text == NULL)
+        return;
+    if (hg_rate_parse(text, &per_minute, &reason) != 0) {
+        hg__cfg_error(ctx, node, "invalid rate %s (%s)", hg__cfg_qnode(node, q),
+                      reason);
+        return;
+    }
+    if (per_minute < 1 || per_minute > HG_RATE_MAX_PER_MIN) {
+        hg__cfg_error(ctx, node,
+                      "\"connect_rate\" out of range: %s (allowed: "
+                      "1/m..100000/s)",
+                      hg__cfg_qnode(node, q));
+        return;
+    }
+    r->connect_per_min = per_minute;
 }
 
 static void hg__cfg_routes(struct hg__cfg_ctx *ctx, yaml_node_t *root,
@@ -1551,6 +1591,7 @@ static struct hg_config *hg__cfg_new(const char *path)
     cfg->log_format = HG_LOG_TEXT;
     cfg->connect_timeout_ms = 5 * 1000;
     cfg->hello_timeout_ms = 10 * 1000;
+    cfg->queue_timeout_ms = 10 * 1000;
     cfg->idle_timeout_ms = 30 * 60 * 1000;
     cfg->tcp_keepalive_ms = 120 * 1000;
     cfg->max_hello = 64 * 1024;

@@ -44,11 +44,14 @@ struct hg_listener_conf {
     struct hg_sockaddr *binds;
     size_t nbinds;
     struct hg_cidr_set *allow; /* NULL: every address */
+    uint64_t connect_per_min;  /* connect_rate, a minute; 0: not paced */
 
     /* runtime */
     struct hg_stats *stats;
     struct hg_listen_sock **socks; /* one per bind */
 };
+
+#define HG_RATE_MAX_PER_MIN (100000ull * 60) /* connect_rate: 100000/s */
 
 struct hg_route_conf {
     char *name;
@@ -57,6 +60,7 @@ struct hg_route_conf {
     char *backend_host;        /* DNS name or literal IP, without port or [] */
     uint16_t backend_port;     /* 0: the port the client connected to */
     struct hg_cidr_set *allow; /* NULL: every address */
+    uint64_t connect_per_min;  /* connect_rate, a minute; 0: not paced */
 
     /* runtime */
     struct hg_backend *backend;
@@ -75,6 +79,7 @@ struct hg_config {
     uint64_t connect_timeout_ms; /* per backend address tried */
     uint64_t hello_timeout_ms;   /* accept to whole ClientHello */
     uint64_t idle_timeout_ms;    /* no byte either way */
+    uint64_t queue_timeout_ms;   /* longest wait under a connect_rate */
     uint64_t tcp_keepalive_ms;   /* 0: off */
     size_t max_hello;            /* bytes */
 

@@ -2,6 +2,8 @@
  * hg_conn: one client connection, from accept to close.
  *
  *   HELLO       read until the whole ClientHello is in, then route by SNI
+ *   QUEUED      waiting for a turn under the route's connect_rate, at most
+ *               timeouts.queue
  *   CONNECTING  non-blocking connect to the route's backend addresses in
  *               turn, each within timeouts.connect
  *   FORWARD     copy bytes both ways, unchanged, half-close passed on
@@ -49,6 +51,7 @@
 
 enum hg_conn_state {
     HG_CONN_HELLO,
+    HG_CONN_QUEUED,
     HG_CONN_CONNECTING,
     HG_CONN_FORWARD,
     HG_CONN_CLOSED,
@@ -92,6 +95,7 @@ struct hg_conn {
     struct hg_io sio; /* backend socket, fd -1 before connecting */
     struct hg_timer timer;
     struct hg_defer defer;
+    struct hg_pace_wait wait; /* in the route's queue while QUEUED */
     struct hg_conn *prev, *next;
     struct hg_worker *w;
     struct hg_wcfg *wcfg;
@@ -109,6 +113,7 @@ struct hg_conn {
 
     uint64_t id;
     uint64_t t_accept, t_routed, t_connected, t_last;
+    uint64_t t_dequeued; /* its turn came; 0: never waited */
     uint64_t bytes[2];
     const char *reason; /* last connect failure */
     uint16_t port;      /* the port the client connected to */
@@ -244,6 +249,14 @@ static void hg__client_cb(struct hg_loop *loop, struct hg_io *io,
     case HG_CONN_HELLO:
         hg__hello_read(c);
         break;
+    case HG_CONN_QUEUED:
+        /* A TLS client that hangs up before any answer has given up:
+         * its turn would only cost the hub a connection. */
+        if (events & EPOLLERR)
+            hg__close(c, "CC", "client_reset");
+        else if (events & (EPOLLRDHUP | EPOLLHUP))
+            hg__close(c, "CC", "client_gone");
+        break;
     case HG_CONN_CONNECTING:
         if (events & EPOLLERR)
             hg__close(c, "CC", "client_reset");
@@ -280,6 +293,10 @@ static void hg__timer_cb(struct hg_loop *loop, struct hg_timer *timer)
     switch (c->state) {
     case HG_CONN_HELLO:
         hg__refuse(c, HG_REFUSE_HELLO_TIMEOUT, NULL);
+        break;
+    case HG_CONN_QUEUED:
+        hg_stats_add(&c->route->stats->queue_timeouts, 1);
+        hg__close(c, "QC", "queue_timeout");
         break;
     case HG_CONN_CONNECTING:
         hg__connect_failed(c, "connect_timeout");
@@ -409,6 +426,21 @@ static void hg__route(struct hg_conn *c)
     hg_stats_add(&c->pair->active, 1);
     c->t_routed = c->w->loop.now;
     c->rr = (uint8_t)c->w->rr++;
+    struct hg_pace *pace = c->wcfg->pace[ri];
+    if (pace != NULL && !hg_pace_admit(pace, &c->wait)) {
+        c->state = HG_CONN_QUEUED;
+        hg_timer_start(&c->w->loop, &c->timer, cfg->queue_timeout_ms);
+        return;
+    }
+    c->state = HG_CONN_CONNECTING;
+    hg__connect_next(c);
+}
+
+/* The connection's turn under its route's connect_rate has come. */
+void hg_conn_queue_go(struct hg_pace_wait *wait)
+{
+    struct hg_conn *c = hg_container_of(wait, struct hg_conn, wait);
+    c->t_dequeued = c->w->loop.now;
     c->state = HG_CONN_CONNECTING;
     hg__connect_next(c);
 }
@@ -796,6 +828,7 @@ static void hg__teardown(struct hg_conn *c)
 {
     struct hg_worker *w = c->w;
     hg_timer_stop(&w->loop, &c->timer);
+    hg_pace_cancel(&c->wait);
     close(c->cio.fd);
     if (c->sio.fd >= 0)
         close(c->sio.fd);
@@ -839,7 +872,7 @@ static void hg__access_log(struct hg_conn *c, const char *term,
         return;
     uint64_t now = c->w->loop.now;
     char id[24], client[HG_ADDRSTRLEN], backend[HG_ADDRSTRLEN];
-    char up[24], down[24], dur[24], hello[24], conn[24];
+    char up[24], down[24], dur[24], hello[24], conn[24], queue[24];
     snprintf(id, sizeof(id), "%u-%llu", c->w->id, (unsigned long long)c->id);
     hg_net_format(&c->peer.sa, client, sizeof(client));
     if (c->t_connected || c->attempt)
@@ -851,8 +884,14 @@ static void hg__access_log(struct hg_conn *c, const char *term,
     snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(now - c->t_accept));
     snprintf(hello, sizeof(hello), "%llu",
              (unsigned long long)(c->t_routed - c->t_accept));
+    uint64_t t_go = c->t_dequeued ? c->t_dequeued : c->t_routed;
     snprintf(conn, sizeof(conn), "%lld",
-             c->t_connected ? (long long)(c->t_connected - c->t_routed) : -1);
+             c->t_connected ? (long long)(c->t_connected - t_go) : -1);
+    snprintf(queue, sizeof(queue), "%llu",
+             (unsigned long long)(c->t_dequeued ? c->t_dequeued - c->t_routed
+                                  : c->state == HG_CONN_QUEUED
+                                      ? now - c->t_routed
+                                      : 0));
     const struct hg_log_field fields[] = {
         {"conn", id, true},
         {"client", client, true},
@@ -866,6 +905,7 @@ static void hg__access_log(struct hg_conn *c, const char *term,
         {"bytes_down", down, false},
         {"duration_ms", dur, false},
         {"hello_ms", hello, false},
+        {"queue_ms", queue, false},
         {"connect_ms", conn, false},
         {NULL, NULL, false},
     };

@@ -40,11 +40,13 @@ enum hg_stats_kind {
 struct hg_stats {
     struct hg_stats *next;
     enum hg_stats_kind kind;
-    char *listener;                /* NULL for a route record */
-    char *route;                   /* NULL for a listener record */
-    atomic_uint_fast64_t active;   /* pair: connections open now */
-    atomic_uint_fast64_t total;    /* pair: connections routed, ever */
-    atomic_uint_fast64_t bytes[2]; /* route */
+    char *listener;                      /* NULL for a route record */
+    char *route;                         /* NULL for a listener record */
+    atomic_uint_fast64_t active;         /* pair: connections open now */
+    atomic_uint_fast64_t total;          /* pair: connections routed, ever */
+    atomic_uint_fast64_t bytes[2];       /* route */
+    atomic_uint_fast64_t queued;         /* route: waiting for their turn now */
+    atomic_uint_fast64_t queue_timeouts; /* route: gave up waiting, ever */
     atomic_uint_fast64_t refused[HG_REFUSE_MAX]; /* listener */
 };
 

@@ -29,6 +29,12 @@ static const struct hg__unit hg__size_units[] = {
     {"MiB", 1024 * 1024},
 };
 
+/* Rates, in events a minute. */
+static const struct hg__unit hg__rate_units[] = {
+    {"/s", 60},
+    {"/m", 1},
+};
+
 static int hg__units_number(const char *text, uint64_t *value, const char **end,
                             const char **reason);
 static int hg__units_scaled(const char *text, const struct hg__unit *units,
@@ -123,6 +129,15 @@ int hg_size_parse(const char *text, uint64_t *bytes, const char **reason)
                             sizeof(hg__size_units) / sizeof(hg__size_units[0]),
                             bytes, reason, "a unit is required: B, KiB, MiB",
                             "unknown unit; use B, KiB, MiB");
+}
+
+int hg_rate_parse(const char *text, uint64_t *per_minute, const char **reason)
+{
+    return hg__units_scaled(text, hg__rate_units,
+                            sizeof(hg__rate_units) / sizeof(hg__rate_units[0]),
+                            per_minute, reason,
+                            "a unit is required: /s or /m, as in 200/s",
+                            "unknown unit; use /s or /m, as in 200/s");
 }
 
 /* Parses a port number, 1..65535, digits only. Returns 0 or -1. */

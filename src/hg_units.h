@@ -28,6 +28,12 @@ int hg_duration_parse(const char *text, uint64_t *ms, const char **reason);
 int hg_size_parse(const char *text, uint64_t *bytes, const char **reason);
 
 /*
+ * Parses a rate: a whole number followed by "/s" or "/m" ("200/s",
+ * "3000/m"). A bare number is an error. Stores events a minute.
+ */
+int hg_rate_parse(const char *text, uint64_t *per_minute, const char **reason);
+
+/*
  * Splits "host", "host:port", "[v6]", "[v6]:port" or a bare IPv6 literal
  * into host (without brackets, NUL-terminated, at most hostsz bytes with the
  * NUL) and port (1..65535; 0 when none is written). Does not check that the

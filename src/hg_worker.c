@@ -26,6 +26,9 @@ static void hg__switch(struct hg_worker *w);
 static struct hg_wcfg *hg__wcfg_new(struct hg_worker *w, struct hg_config *cfg,
                                     uint64_t gen);
 static void hg__wcfg_free(struct hg_wcfg *wc);
+static void hg__pace_all(struct hg_worker *w, const struct hg_config *cfg);
+static struct hg_pace *hg__pace_for(struct hg_worker *w,
+                                    const struct hg_route_conf *r);
 static void hg__wcfg_free_later(struct hg_worker *w, struct hg_wcfg *wc);
 static void hg__wcfg_defer_cb(struct hg_loop *loop, struct hg_defer *defer);
 static void hg__listen_all(struct hg_worker *w, struct hg_wcfg *wc);
@@ -96,6 +99,11 @@ void hg_worker_join(struct hg_worker *w)
         free(p);
     }
     free(w->bufs);
+    while (w->paces != NULL) {
+        struct hg_pace *p = w->paces;
+        w->paces = p->next;
+        hg_pace_free(p);
+    }
     hg_loop_deinit(&w->loop);
 }
 
@@ -301,7 +309,41 @@ static void hg__switch(struct hg_worker *w)
         wc->next = old->next;
         hg__wcfg_free_later(w, old);
     }
+    hg__pace_all(w, cfg);
     atomic_store(&w->gen_seen, gen);
+}
+
+/*
+ * Gives every paced route name this worker knows the rate cfg sets for it;
+ * a name cfg does not pace any more lets its waiters go.
+ */
+static void hg__pace_all(struct hg_worker *w, const struct hg_config *cfg)
+{
+    for (struct hg_pace *p = w->paces; p != NULL; p = p->next) {
+        uint64_t rate = 0;
+        for (size_t i = 0; i < cfg->nroutes; i++) {
+            if (strcmp(cfg->routes[i].name, p->name) == 0)
+                rate = cfg->routes[i].connect_per_min;
+        }
+        hg_pace_set_rate(p, rate, w->daemon->nworkers);
+    }
+}
+
+/* The worker's pace for a route name, made on first use; NULL: no memory. */
+static struct hg_pace *hg__pace_for(struct hg_worker *w,
+                                    const struct hg_route_conf *r)
+{
+    for (struct hg_pace *p = w->paces; p != NULL; p = p->next) {
+        if (strcmp(p->name, r->name) == 0)
+            return p;
+    }
+    struct hg_pace *p =
+        hg_pace_new(&w->loop, r->name, r->stats, hg_conn_queue_go);
+    if (p != NULL) {
+        p->next = w->paces;
+        w->paces = p;
+    }
+    return p;
 }
 
 /* A view of cfg with one registration slot per bound address. */
@@ -312,9 +354,23 @@ static struct hg_wcfg *hg__wcfg_new(struct hg_worker *w, struct hg_config *cfg,
     for (size_t i = 0; i < cfg->nlisteners; i++)
         n += cfg->listeners[i].nbinds;
     struct hg_wcfg *wc = calloc(1, sizeof(*wc));
-    if (wc == NULL || (wc->ls = calloc(n, sizeof(*wc->ls))) == NULL) {
+    if (wc == NULL || (wc->ls = calloc(n, sizeof(*wc->ls))) == NULL ||
+        (wc->pace = calloc(cfg->nroutes + 1, sizeof(*wc->pace))) == NULL) {
+        if (wc != NULL)
+            free(wc->ls);
         free(wc);
         return NULL;
+    }
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        if (cfg->routes[i].connect_per_min == 0)
+            continue;
+        wc->pace[i] = hg__pace_for(w, &cfg->routes[i]);
+        if (wc->pace[i] == NULL) {
+            free(wc->pace);
+            free(wc->ls);
+            free(wc);
+            return NULL;
+        }
     }
     wc->cfg = hg_config_ref(cfg);
     wc->gen = gen;
@@ -353,6 +409,7 @@ static void hg__wcfg_defer_cb(struct hg_loop *loop, struct hg_defer *defer)
 static void hg__wcfg_free(struct hg_wcfg *wc)
 {
     hg_config_unref(wc->cfg);
+    free(wc->pace);
     free(wc->ls);
     free(wc);
 }

@@ -17,6 +17,7 @@
 #include "hg_config.h"
 #include "hg_hello.h"
 #include "hg_loop.h"
+#include "hg_pace.h"
 
 struct hg_daemon;
 struct hg_worker;
@@ -51,6 +52,7 @@ struct hg_wcfg {
     uint32_t nconns;
     struct hg_wlisten *ls; /* registered only while current */
     size_t nls;
+    struct hg_pace **pace; /* [cfg->nroutes]: the worker's, or NULL */
 };
 
 enum hg_worker_cmd {
@@ -83,6 +85,8 @@ struct hg_worker {
     struct hg_pipe *pipes; /* free pipes */
     uint32_t npipes;       /* in the pool */
     uint32_t pipes_used;   /* held by tunnels */
+
+    struct hg_pace *paces; /* one per paced route name, kept */
 
     struct hg_timer drain; /* closes connections a few at a time */
     uint64_t drain_start, drain_ms;
@@ -138,6 +142,8 @@ void hg_worker_wcfg_release(struct hg_worker *w, struct hg_wcfg *wc);
 void hg_conn_accepted(struct hg_worker *w, struct hg_wlisten *wl, int fd,
                       const struct sockaddr_storage *peer);
 void hg_conn_close_all(struct hg_worker *w);
+/* A connection's turn under its route's connect_rate has come. */
+void hg_conn_queue_go(struct hg_pace_wait *wait);
 /* Closes the first open connection, as the gateway stops. */
 void hg_conn_close_one(struct hg_worker *w);
 /* The number of open connections (walks the list). */

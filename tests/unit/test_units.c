@@ -186,6 +186,26 @@ static void test_hostport_split(void **state)
     assert_string_equal(reason, "the host is too long");
 }
 
+static void test_rates(void **state)
+{
+    uint64_t v;
+    const char *reason;
+
+    (void)state;
+    assert_int_equal(hg_rate_parse("200/s", &v, &reason), 0);
+    assert_int_equal(v, 12000);
+    assert_int_equal(hg_rate_parse("30/m", &v, &reason), 0);
+    assert_int_equal(v, 30);
+    assert_int_equal(hg_rate_parse("30", &v, &reason), -1);
+    assert_string_equal(reason, "a unit is required: /s or /m, as in 200/s");
+    assert_int_equal(hg_rate_parse("30/h", &v, &reason), -1);
+    assert_string_equal(reason, "unknown unit; use /s or /m, as in 200/s");
+    assert_int_equal(hg_rate_parse("/s", &v, &reason), -1);
+    assert_int_equal(hg_rate_parse("1.5/s", &v, &reason), -1);
+    assert_int_equal(hg_rate_parse("999999999999999999/s", &v, &reason), -1);
+    assert_string_equal(reason, "the value is too large");
+}
+
 static void test_ports(void **state)
 {
     char host[HG_HOST_BUF];
@@ -376,6 +396,7 @@ int main(void)
         cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_hostport_split),
         cmocka_unit_test(test_ports),
+        cmocka_unit_test(test_rates),
         cmocka_unit_test(test_bind),
         cmocka_unit_test(test_bind_errors),
         cmocka_unit_test(test_server),
