@@ -44,7 +44,6 @@ struct hg_listener_conf {
     struct hg_sockaddr *binds;
     size_t nbinds;
     struct hg_cidr_set *allow; /* NULL: every address */
-    uint64_t connect_per_min;  /* connect_rate, a minute; 0: not paced */
 
     /* runtime */
     struct hg_stats *stats;
