@@ -22,6 +22,7 @@ static void hg__pairs_total(const struct hg_stats *s, void *arg);
 static void hg__refused(const struct hg_stats *s, void *arg);
 static void hg__bytes(const struct hg_stats *s, void *arg);
 static void hg__queued(const struct hg_stats *s, void *arg);
+static void hg__open(const struct hg_stats *s, void *arg);
 static void hg__queue_timeouts(const struct hg_stats *s, void *arg);
 static void hg__routes(struct hg_text *t, const struct hg_config *cfg);
 
@@ -62,6 +63,9 @@ char *hg_admin_metrics(struct hg_daemon *d, size_t *len)
     hg_prom_family(&t, "hubgate_connections_active", "gauge",
                    "Connections open now, by listener and route.");
     hg_stats_foreach(hg__pairs, &t);
+    hg_prom_family(&t, "hubgate_connections_open", "gauge",
+                   "Connections open now by listener, in any phase.");
+    hg_stats_foreach(hg__open, &t);
     hg_prom_family(&t, "hubgate_connections_total", "counter",
                    "Connections routed, by listener and route.");
     hg_stats_foreach(hg__pairs_total, &t);
@@ -155,6 +159,13 @@ static void hg__bytes(const struct hg_stats *s, void *arg)
     for (int i = 0; i < 2; i++)
         hg_prom_sample(arg, "hubgate_bytes_total", "route", s->route,
                        "direction", dirs[i], hg_stats_get(&s->bytes[i]));
+}
+
+static void hg__open(const struct hg_stats *s, void *arg)
+{
+    if (s->kind == HG_STATS_LISTENER)
+        hg_prom_sample(arg, "hubgate_connections_open", "listener", s->listener,
+                       NULL, NULL, hg_stats_get(&s->open));
 }
 
 static void hg__queued(const struct hg_stats *s, void *arg)

@@ -72,7 +72,13 @@ enum hg__cfg_timeouts {
 };
 enum hg__cfg_shutdown { HG__SD_READY, HG__SD_DRAIN, HG__SD_N };
 enum hg__cfg_resolver { HG__RES_SERVERS, HG__RES_MIN, HG__RES_MAX, HG__RES_N };
-enum hg__cfg_listener { HG__LIS_NAME, HG__LIS_BIND, HG__LIS_ALLOW, HG__LIS_N };
+enum hg__cfg_listener {
+    HG__LIS_NAME,
+    HG__LIS_BIND,
+    HG__LIS_ALLOW,
+    HG__LIS_MAX,
+    HG__LIS_N
+};
 enum hg__cfg_route {
     HG__RT_NAME,
     HG__RT_SNI,
@@ -95,8 +101,8 @@ static const char *const hg__cfg_timeout_keys[HG__TO_N] = {"connect", "hello",
                                                            "idle", "queue"};
 static const char *const hg__cfg_resolver_keys[HG__RES_N] = {
     "servers", "min_ttl", "max_ttl"};
-static const char *const hg__cfg_listener_keys[HG__LIS_N] = {"name", "bind",
-                                                             "allow"};
+static const char *const hg__cfg_listener_keys[HG__LIS_N] = {
+    "name", "bind", "allow", "max_connections"};
 static const char *const hg__cfg_route_keys[HG__RT_N] = {
     "name", "sni", "backend", "allow", "connect_rate"};
 
@@ -258,6 +264,8 @@ static void hg__cfg_listener(struct hg__cfg_ctx *ctx, yaml_node_t *node,
                              struct hg_listener_conf *l);
 static void hg__cfg_listeners(struct hg__cfg_ctx *ctx, yaml_node_t *root,
                               yaml_node_t *node);
+static void hg__cfg_max_conns(struct hg__cfg_ctx *ctx, yaml_node_t *node,
+                              struct hg_listener_conf *l);
 static void hg__cfg_sni_add(struct hg__cfg_ctx *ctx, const yaml_node_t *node,
                             const char *name, struct hg_route_conf *r);
 static void hg__cfg_sni(struct hg__cfg_ctx *ctx, yaml_node_t *node,
@@ -858,6 +866,31 @@ static void hg__cfg_workers(struct hg__cfg_ctx *ctx, yaml_node_t *node)
     ctx->cfg->workers = (unsigned)atoi(text);
 }
 
+/* max_connections: a whole number of connections, or absent. */
+static void hg__cfg_max_conns(struct hg__cfg_ctx *ctx, yaml_node_t *node,
+                              struct hg_listener_conf *l)
+{
+    char q[HG__CFG_QUOTE_BUF];
+    const char *text;
+    size_t digits;
+
+    if (node == NULL)
+        return;
+    text = hg__cfg_scalar(ctx, node, "max_connections", false, "a number");
+    if (text == NULL)
+        return;
+    digits = strspn(text, "0123456789");
+    if (digits == 0 || digits > 8 || text[digits] != '\0' ||
+        strtoull(text, NULL, 10) < 1 ||
+        strtoull(text, NULL, 10) > HG_MAX_CONNS_MAX) {
+        hg__cfg_error(ctx, node, "invalid max_connections %s (use 1..%llu)",
+                      hg__cfg_qnode(node, q),
+                      (unsigned long long)HG_MAX_CONNS_MAX);
+        return;
+    }
+    l->max_conns = strtoull(text, NULL, 10);
+}
+
 static void hg__cfg_admin(struct hg__cfg_ctx *ctx, yaml_node_t *node)
 {
     yaml_node_t *v[HG__ADMIN_N];
@@ -1262,6 +1295,7 @@ static void hg__cfg_listener(struct hg__cfg_ctx *ctx, yaml_node_t *node,
     else
         hg__cfg_binds(ctx, v[HG__LIS_BIND], l);
     l->allow = hg__cfg_allow(ctx, v[HG__LIS_ALLOW]);
+    hg__cfg_max_conns(ctx, v[HG__LIS_MAX], l);
 }
 
 static void hg__cfg_listeners(struct hg__cfg_ctx *ctx, yaml_node_t *root,

@@ -44,6 +44,7 @@ struct hg_listener_conf {
     struct hg_sockaddr *binds;
     size_t nbinds;
     struct hg_cidr_set *allow; /* NULL: every address */
+    uint64_t max_conns;        /* open at once, gateway-wide; 0: no limit */
 
     /* runtime */
     struct hg_stats *stats;
@@ -51,6 +52,7 @@ struct hg_listener_conf {
 };
 
 #define HG_RATE_MAX_PER_MIN (100000ull * 60) /* connect_rate: 100000/s */
+#define HG_MAX_CONNS_MAX    10000000ull      /* max_connections */
 
 struct hg_route_conf {
     char *name;

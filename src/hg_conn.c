@@ -174,6 +174,7 @@ void hg_conn_accepted(struct hg_worker *w, struct hg_wlisten *wl, int fd,
     if (c == NULL || (c->hello = malloc(sizeof(*c->hello))) == NULL) {
         free(c);
         close(fd);
+        hg_stats_sub(&wl->conf->stats->open, 1);
         hg_worker_refused(w, wl->conf, HG_REFUSE_NO_MEMORY,
                           (const struct sockaddr *)peer, NULL);
         return;
@@ -829,6 +830,7 @@ static void hg__teardown(struct hg_conn *c)
     struct hg_worker *w = c->w;
     hg_timer_stop(&w->loop, &c->timer);
     hg_pace_cancel(&c->wait);
+    hg_stats_sub(&c->listener->stats->open, 1);
     close(c->cio.fd);
     if (c->sio.fd >= 0)
         close(c->sio.fd);

@@ -23,6 +23,7 @@ static const char *const hg__refuse_names[HG_REFUSE_MAX] = {
     [HG_REFUSE_CLIENT_GONE] = "client_gone",
     [HG_REFUSE_SHUTDOWN] = "shutdown",
     [HG_REFUSE_NO_MEMORY] = "no_memory",
+    [HG_REFUSE_LIMIT] = "limit",
 };
 
 static bool hg__same(const char *a, const char *b);

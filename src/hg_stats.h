@@ -23,6 +23,7 @@ enum hg_refuse {
     HG_REFUSE_CLIENT_GONE,    /* client closed before its ClientHello */
     HG_REFUSE_SHUTDOWN,       /* the gateway is stopping */
     HG_REFUSE_NO_MEMORY,      /* allocation failed */
+    HG_REFUSE_LIMIT,          /* the listener's max_connections are open */
     HG_REFUSE_MAX
 };
 
@@ -48,6 +49,7 @@ struct hg_stats {
     atomic_uint_fast64_t queued;         /* route: waiting for their turn now */
     atomic_uint_fast64_t queue_timeouts; /* route: gave up waiting, ever */
     atomic_uint_fast64_t refused[HG_REFUSE_MAX]; /* listener */
+    atomic_uint_fast64_t open; /* listener: connections open, any phase */
 };
 
 /* Process-wide counters. */

@@ -476,6 +476,17 @@ static bool hg__accept_one(struct hg_worker *w, struct hg_wlisten *wl)
                           (const struct sockaddr *)&peer, NULL);
         return true;
     }
+    /* Counted before the check, so that workers never overshoot together;
+     * hg_conn_accepted() owns the count from here. */
+    if (atomic_fetch_add_explicit(&l->stats->open, 1, memory_order_relaxed) >=
+            l->max_conns &&
+        l->max_conns != 0) {
+        hg_stats_sub(&l->stats->open, 1);
+        close(fd);
+        hg_worker_refused(w, l, HG_REFUSE_LIMIT, (const struct sockaddr *)&peer,
+                          NULL);
+        return true;
+    }
     hg_conn_accepted(w, wl, fd, &peer);
     return true;
 }

@@ -724,6 +724,36 @@ static void test_error_durations(void **state)
                   e, 7);
 }
 
+/* max_connections: a whole number within range. */
+static void test_max_connections(void **state)
+{
+    static const char *const e[] = {
+        "t.yaml:4:22: invalid max_connections \"0\" (use 1..10000000)",
+        "t.yaml:7:22: invalid max_connections \"10k\" (use 1..10000000)",
+        "t.yaml:10:22: invalid max_connections \"10000001\" (use "
+        "1..10000000)",
+    };
+    struct hg_config *cfg = load_ok("listeners:\n"
+                                    "  - name: l\n"
+                                    "    bind: 0.0.0.0:8883\n"
+                                    "    max_connections: 20000\n" MIN_ROUTES);
+
+    (void)state;
+    assert_int_equal(cfg->listeners[0].max_conns, 20000);
+    hg_config_unref(cfg);
+    expect_errors("listeners:\n"
+                  "  - name: a\n"
+                  "    bind: 0.0.0.0:1\n"
+                  "    max_connections: 0\n"
+                  "  - name: b\n"
+                  "    bind: 0.0.0.0:2\n"
+                  "    max_connections: 10k\n"
+                  "  - name: c\n"
+                  "    bind: 0.0.0.0:3\n"
+                  "    max_connections: 10000001\n" MIN_ROUTES,
+                  e, 3);
+}
+
 /* connect_rate: per second or per minute, within range, never bare. */
 static void test_connect_rate(void **state)
 {
@@ -1081,6 +1111,7 @@ int main(void)
         cmocka_unit_test(test_error_durations),
         cmocka_unit_test(test_error_ranges),
         cmocka_unit_test(test_connect_rate),
+        cmocka_unit_test(test_max_connections),
         cmocka_unit_test(test_shutdown),
         cmocka_unit_test(test_error_enums),
         cmocka_unit_test(test_error_addresses),
