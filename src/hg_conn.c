@@ -424,7 +424,6 @@ static void hg__route(struct hg_conn *c)
     size_t ri = (size_t)(r - cfg->routes);
     c->pair = cfg->pair_stats[li * cfg->nroutes + ri];
     hg_stats_add(&c->pair->total, 1);
-    hg_stats_add(&c->pair->active, 1);
     c->t_routed = c->w->loop.now;
     c->rr = (uint8_t)c->w->rr++;
     struct hg_pace *pace = c->wcfg->pace[ri];
@@ -433,6 +432,7 @@ static void hg__route(struct hg_conn *c)
         hg_timer_start(&c->w->loop, &c->timer, cfg->queue_timeout_ms);
         return;
     }
+    hg_stats_add(&c->pair->active, 1);
     c->state = HG_CONN_CONNECTING;
     hg__connect_next(c);
 }
@@ -442,6 +442,7 @@ void hg_conn_queue_go(struct hg_pace_wait *wait)
 {
     struct hg_conn *c = hg_container_of(wait, struct hg_conn, wait);
     c->t_dequeued = c->w->loop.now;
+    hg_stats_add(&c->pair->active, 1);
     c->state = HG_CONN_CONNECTING;
     hg__connect_next(c);
 }
@@ -820,7 +821,8 @@ static void hg__close(struct hg_conn *c, const char *term, const char *reason)
     if (c->state == HG_CONN_CLOSED)
         return;
     hg__access_log(c, term, reason);
-    hg_stats_sub(&c->pair->active, 1);
+    if (c->state != HG_CONN_QUEUED) /* a queued one is not a tunnel yet */
+        hg_stats_sub(&c->pair->active, 1);
     hg__teardown(c);
 }
 

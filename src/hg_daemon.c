@@ -426,6 +426,8 @@ static void hg__signal_cb(struct hg_loop *loop, struct hg_io *io,
     while (read(io->fd, &si, sizeof(si)) == sizeof(si)) {
         if (si.ssi_signo == SIGHUP && !atomic_load(&d->draining))
             hg__reload(d);
+        else if (si.ssi_signo == SIGHUP)
+            hg_log_warn("reload ignored: the gateway is stopping");
         else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
             hg__shutdown(d);
     }

@@ -48,6 +48,7 @@ struct hg_stats {
     atomic_uint_fast64_t bytes[2];       /* route */
     atomic_uint_fast64_t queued;         /* route: waiting for their turn now */
     atomic_uint_fast64_t queue_timeouts; /* route: gave up waiting, ever */
+    atomic_uint_fast64_t pace_tat_us;    /* route: connect_rate's next slot */
     atomic_uint_fast64_t refused[HG_REFUSE_MAX]; /* listener */
     atomic_uint_fast64_t open; /* listener: connections open, any phase */
 };

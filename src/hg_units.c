@@ -50,6 +50,7 @@ static int hg__units_ip(const char *host, uint16_t port,
                         struct sockaddr_storage *ss, socklen_t *len);
 static bool hg__units_is_ip(const char *host);
 static bool hg__units_ambiguous(const char *host);
+static bool hg__units_unspecified(const char *host);
 static bool hg__units_host_char(char c);
 static int hg__units_label(const char *label, size_t len, const char **reason);
 
@@ -230,7 +231,7 @@ int hg_hostport_split(const char *text, char *host, size_t hostsz,
     }
     if (hg__units_ambiguous(host)) {
         *reason = "ambiguous: the last group reads as a port as well; "
-                  "write [::1]:443 for a port, or the address in brackets";
+                  "write [ADDRESS]:PORT, or [ADDRESS] for no port";
         return -1;
     }
     return 0;
@@ -280,6 +281,21 @@ static int hg__units_ip(const char *host, uint16_t port,
 }
 
 /* True when host is an IPv4 or IPv6 literal. */
+/* True for 0.0.0.0 and :: in any spelling. */
+static bool hg__units_unspecified(const char *host)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    static const struct in6_addr any6 = IN6ADDR_ANY_INIT;
+
+    if (hg__units_ip(host, 0, &ss, &len) != 0)
+        return false;
+    if (ss.ss_family == AF_INET)
+        return ((struct sockaddr_in *)&ss)->sin_addr.s_addr == INADDR_ANY;
+    return memcmp(&((struct sockaddr_in6 *)&ss)->sin6_addr, &any6,
+                  sizeof(any6)) == 0;
+}
+
 static bool hg__units_is_ip(const char *host)
 {
     struct sockaddr_storage ss;
@@ -330,6 +346,10 @@ int hg_backend_parse(const char *text, char *host, size_t hostsz,
 
     if (hg_hostport_split(text, host, hostsz, port, reason) != 0)
         return -1;
+    if (hg__units_is_ip(host) && hg__units_unspecified(host)) {
+        *reason = "0.0.0.0 and :: mean no address; a backend needs one";
+        return -1;
+    }
     if (hg__units_is_ip(host))
         return 0;
     len = strlen(host);

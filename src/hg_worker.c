@@ -314,18 +314,19 @@ static void hg__switch(struct hg_worker *w)
 }
 
 /*
- * Gives every paced route name this worker knows the rate cfg sets for it;
- * a name cfg does not pace any more lets its waiters go.
+ * Gives every paced route name this worker knows the rate cfg sets for it:
+ * a route cfg keeps but no longer paces lets its waiters go. A route cfg
+ * renamed or dropped keeps its pace for the connections still waiting
+ * (they go to the backend they were routed to, at the rate they waited
+ * under); new ones never join it.
  */
 static void hg__pace_all(struct hg_worker *w, const struct hg_config *cfg)
 {
     for (struct hg_pace *p = w->paces; p != NULL; p = p->next) {
-        uint64_t rate = 0;
         for (size_t i = 0; i < cfg->nroutes; i++) {
             if (strcmp(cfg->routes[i].name, p->name) == 0)
-                rate = cfg->routes[i].connect_per_min;
+                hg_pace_set_rate(p, cfg->routes[i].connect_per_min);
         }
-        hg_pace_set_rate(p, rate, w->daemon->nworkers);
     }
 }
 

@@ -17,10 +17,10 @@ def hello():
     return hglib.tls_records(hglib.client_hello(SNI))
 
 
-def config(backend, rate, extra=""):
+def config(backend, rate, extra="", workers=1):
     port = hglib.free_port()
     return f"""
-workers: 1
+workers: {workers}
 {extra}
 listeners:
   - name: tls
@@ -51,8 +51,18 @@ def storm(gw, n):
 
 
 def test_storm_reaches_the_backend_at_the_rate():
+    storm_at_the_rate(workers=1)
+
+
+def test_two_workers_share_one_schedule():
+    """However the kernel spreads the storm over the workers, the rate and
+    the burst are the gateway's."""
+    storm_at_the_rate(workers=2)
+
+
+def storm_at_the_rate(workers):
     backend = hglib.CaptureServer(echo=True)
-    gw = hglib.start_hubgate(config(backend.addr, "20/s"))
+    gw = hglib.start_hubgate(config(backend.addr, "20/s", workers=workers))
     n = 30
     clients, data = storm(gw, n)
     # 20/s with a burst of 2: the rest wait their turn, 50 ms apart.
@@ -117,6 +127,9 @@ def test_client_gone_while_queued_never_reaches_backend():
     second, _ = storm(gw, 1)
     hglib.wait_until(lambda: queued(gw) == 1, hglib.scale(5),
                      what="one queued")
+    # Waiting is not a tunnel yet.
+    assert gw.metrics().value("hubgate_connections_active", 0,
+                              listener="tls", route="hub") == 1
     second[0].close()
     line = gwlib.wait_access(gw, term="CC")
     assert line["reason"] == "client_gone", line
@@ -174,6 +187,39 @@ def test_reload_keeps_the_pace():
                      what="three queued")
     assert backend.count() == 1
     del clients, more, data
+    gw.stop()
+
+
+def test_reload_faster_rate_applies_at_once():
+    backend = hglib.CaptureServer(echo=True)
+    text = config(backend.addr, "1/m")
+    gw = hglib.start_hubgate(text)
+    clients, data = storm(gw, 3)
+    hglib.wait_until(lambda: queued(gw) == 2, hglib.scale(5),
+                     what="two queued")
+    # The next slot under 1/m is a minute away; under 10/s, 100 ms.
+    gwlib.reload(gw, text.replace("1/m", "10/s"))
+    backend.wait_connections(3, timeout=5)
+    for c in clients:
+        assert c.recv_exactly(len(data), timeout=10) == data
+    assert queued(gw) == 0
+    gw.stop()
+
+
+def test_renamed_route_keeps_its_waiters_paced():
+    """Renaming a route does not let its queue rush the backend: the
+    connections already waiting go at the rate they waited under."""
+    backend = hglib.CaptureServer(echo=True)
+    text = config(backend.addr, "1/m")
+    gw = hglib.start_hubgate(text)
+    clients, _ = storm(gw, 3)
+    hglib.wait_until(lambda: queued(gw) == 2, hglib.scale(5),
+                     what="two queued")
+    gwlib.reload(gw, text.replace("name: hub", "name: hub-a"))
+    time.sleep(0.5)
+    assert backend.count() == 1
+    assert queued(gw) == 2
+    del clients
     gw.stop()
 
 

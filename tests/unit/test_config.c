@@ -863,8 +863,8 @@ static void test_error_addresses(void **state)
         "t.yaml:7:12: invalid bind address \"0.0.0.0\" (a port is required, "
         "as in 0.0.0.0:8883 or [::]:8883)",
         "t.yaml:7:21: invalid bind address \"::1:8883\" (ambiguous: the last "
-        "group reads as a port as well; write [::1]:443 for a port, or the "
-        "address in brackets)",
+        "group reads as a port as well; write [ADDRESS]:PORT, or [ADDRESS] "
+        "for no port)",
         "t.yaml:11:14: invalid backend \"b.example:99999\" (the port must be "
         "1..65535)",
     };

@@ -52,7 +52,7 @@ static void test_admit(void **state)
     (void)state;
     assert_true(hg_pace_admit(p, &waits[0]));
     assert_true(hg_pace_admit(p, &waits[1]));
-    hg_pace_set_rate(p, 600, 1); /* 10/s: a burst of one */
+    hg_pace_set_rate(p, 600); /* 10/s: a burst of one */
     assert_true(hg_pace_admit(p, &waits[0]));
     assert_false(hg_pace_admit(p, &waits[1]));
     assert_false(hg_pace_admit(p, &waits[2]));
@@ -70,24 +70,51 @@ static void test_admit(void **state)
     teardown(&loop, p);
 }
 
-/* A tenth of a second's worth goes at once, then the queue starts. */
-static void test_burst(void **state)
+/*
+ * A tenth of a second's worth goes at once, then the queue starts; two
+ * workers' paces of one route share that burst and the rate.
+ */
+static void test_burst_shared(void **state)
 {
     struct hg_loop loop;
-    struct hg_pace *p = setup(&loop, NULL);
+    struct hg_stats stats = {0};
+    struct hg_pace *p = setup(&loop, &stats);
+    struct hg_pace *q = hg_pace_new(&loop, "r", &stats, go);
+    struct hg_pace_wait more[NWAIT];
     int admitted = 0;
 
     (void)state;
-    hg_pace_set_rate(p, 6000, 1); /* 100/s: a burst of 10 */
-    for (int i = 0; i < NWAIT; i++)
+    hg_pace_set_rate(p, 6000); /* 100/s: a burst of 10 */
+    hg_pace_set_rate(q, 6000);
+    assert_int_equal(p->interval_us, 10000);
+    for (int i = 0; i < NWAIT; i++) {
         admitted += hg_pace_admit(p, &waits[i]);
-    assert_int_equal(admitted, NWAIT);
-    hg_pace_set_rate(p, 6000, 4);   /* a quarter each for 4 workers: 25/s */
-    loop.now = hg_now_ms() + 10000; /* later: the schedule is clear */
+        admitted += hg_pace_admit(q, &more[i]);
+    }
+    assert_int_equal(admitted, 10);
+    assert_int_equal(p->waiting + q->waiting, 2 * NWAIT - 10);
+    assert_int_equal(hg_stats_get(&stats.queued), 2 * NWAIT - 10);
+    hg_pace_free(q);
+    teardown(&loop, p);
+}
+
+/* A faster rate brings the next slot forward at once. */
+static void test_faster_rate_applies_now(void **state)
+{
+    struct hg_loop loop;
+    struct hg_pace *p = setup(&loop, NULL);
+
+    (void)state;
+    hg_pace_set_rate(p, 1); /* one a minute: the next slot is 60 s away */
+    uint64_t t0 = hg_now_ms();
+    loop.now = t0;
     assert_true(hg_pace_admit(p, &waits[0]));
-    assert_true(hg_pace_admit(p, &waits[1]));
-    assert_false(hg_pace_admit(p, &waits[2]));
-    assert_int_equal(p->interval_us, 40000);
+    assert_false(hg_pace_admit(p, &waits[1]));
+    hg_pace_set_rate(p, 600); /* 10/s */
+    while (ngone < 1 && hg_now_ms() < t0 + 5000)
+        assert_int_equal(hg_loop_run_once(&loop, 100), 0);
+    assert_int_equal(ngone, 1);
+    assert_true(went_at[0] < t0 + 1000);
     teardown(&loop, p);
 }
 
@@ -98,7 +125,7 @@ static void test_queue_order(void **state)
     struct hg_pace *p = setup(&loop, NULL);
 
     (void)state;
-    hg_pace_set_rate(p, 600, 1); /* 10/s: one every 100 ms, no burst */
+    hg_pace_set_rate(p, 600); /* 10/s: one every 100 ms, no burst */
     uint64_t t0 = hg_now_ms();
     loop.now = t0;
     assert_true(hg_pace_admit(p, &waits[0]));
@@ -124,11 +151,11 @@ static void test_rate_off_releases(void **state)
     struct hg_pace *p = setup(&loop, NULL);
 
     (void)state;
-    hg_pace_set_rate(p, 1, 1); /* one a minute */
+    hg_pace_set_rate(p, 1); /* one a minute */
     assert_true(hg_pace_admit(p, &waits[0]));
     for (int i = 1; i < 5; i++)
         assert_false(hg_pace_admit(p, &waits[i]));
-    hg_pace_set_rate(p, 0, 1);
+    hg_pace_set_rate(p, 0);
     assert_int_equal(ngone, 4);
     for (int i = 0; i < 4; i++)
         assert_int_equal(order[i], i + 1);
@@ -142,7 +169,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_admit),
-        cmocka_unit_test(test_burst),
+        cmocka_unit_test(test_burst_shared),
+        cmocka_unit_test(test_faster_rate_applies_now),
         cmocka_unit_test(test_queue_order),
         cmocka_unit_test(test_rate_off_releases),
     };

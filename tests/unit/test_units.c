@@ -168,8 +168,8 @@ static void test_hostport_split(void **state)
     assert_int_equal(
         hg_hostport_split("::1:8883", host, sizeof(host), &port, &reason), -1);
     assert_string_equal(reason, "ambiguous: the last group reads as a port "
-                                "as well; write [::1]:443 for a port, or the "
-                                "address in brackets");
+                                "as well; write [ADDRESS]:PORT, or [ADDRESS] "
+                                "for no port");
     assert_int_equal(hg_hostport_split("2001:db8::1:443", host, sizeof(host),
                                        &port, &reason),
                      -1);
@@ -340,6 +340,15 @@ static void test_backend(void **state)
     assert_int_equal(hg_backend_parse("hub.example.net.", host, sizeof(host),
                                       &port, &reason),
                      0);
+    /* No address at all cannot be a backend. */
+    assert_int_equal(
+        hg_backend_parse("0.0.0.0", host, sizeof(host), &port, &reason), -1);
+    assert_string_equal(reason,
+                        "0.0.0.0 and :: mean no address; a backend needs one");
+    assert_int_equal(
+        hg_backend_parse("[::]:8883", host, sizeof(host), &port, &reason), -1);
+    assert_int_equal(
+        hg_backend_parse("[0::0]", host, sizeof(host), &port, &reason), -1);
 }
 
 static void test_backend_errors(void **state)
