@@ -151,6 +151,7 @@ static int hg__pipe_write(struct hg_conn *c, struct hg_flow *f, int fd,
 static int hg__write_failed(struct hg_conn *c, uint8_t wr_bit, int err);
 static int hg__flow_read(struct hg_conn *c, enum hg_dir dir, int fd);
 static int hg__pipe_read(struct hg_conn *c, enum hg_dir dir, int fd);
+static int hg__pipe_top_up(struct hg_conn *c, enum hg_dir dir, int fd);
 static int hg__read_result(struct hg_conn *c, enum hg_dir dir, ssize_t n,
                            size_t asked, int err);
 static void hg__refuse(struct hg_conn *c, enum hg_refuse reason,
@@ -623,6 +624,9 @@ static int hg__pump_dir(struct hg_conn *c, enum hg_dir dir)
         if (f->buf != NULL || f->len > 0) {
             rc = f->buf ? hg__flow_write(c, f, dst, wr)
                         : hg__pipe_write(c, f, dst, wr);
+            if (rc == 0 && f->pipe != NULL && f->len < f->pipe->size &&
+                !f->eof && (c->ready & rd))
+                rc = hg__pipe_top_up(c, dir, src) < 0 ? -1 : 0;
             if (rc <= 0)
                 return rc;
             continue;
@@ -689,6 +693,27 @@ static int hg__pipe_read(struct hg_conn *c, enum hg_dir dir, int fd)
         f->pipe = NULL;
     }
     return hg__read_result(c, dir, n, asked, err);
+}
+
+/*
+ * The destination is full: fills the rest of the flow's pipe from the
+ * source meanwhile, so that both sockets stay busy and the next write
+ * moves more at once. Returns as hg__read_result().
+ */
+static int hg__pipe_top_up(struct hg_conn *c, enum hg_dir dir, int fd)
+{
+    struct hg_flow *f = dir == HG_DIR_UP ? &c->up : &c->down;
+    size_t room = f->pipe->size - f->len;
+    bool bulk = f->bulk;
+    ssize_t n = splice(fd, NULL, f->pipe->fd[1], NULL, room,
+                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    int err = errno;
+    int rc = hg__read_result(c, dir, n, room, err);
+    if (n > 0) {
+        f->len += (uint32_t)n;
+        f->bulk = bulk; /* a part-filled pipe says nothing of the stream */
+    }
+    return rc;
 }
 
 /*
