@@ -444,6 +444,11 @@ int main(int argc, char **argv)
         else
             ok = false;
     }
+    /* Each thread binds the port with SO_REUSEPORT: 0 would give each its
+     * own unknown port. */
+    if (ok && have_listen &&
+        ((struct sockaddr_in *)&hb_listen.ss)->sin_port == 0)
+        ok = false;
     if (!ok || !have_listen || !have_backend) {
         hb__usage();
         return 2;
