@@ -647,7 +647,7 @@ stream {{
     }}
 
     server {{
-        listen 127.0.0.1:{self.port} reuseport backlog=4096 deferred;
+        listen 127.0.0.1:{self.port} reuseport backlog=4096;
         ssl_preread on;
         preread_timeout 10s;
         proxy_pass $hub;
@@ -1614,7 +1614,7 @@ METHOD = """\
   access lines), HAProxy no `log` line, NGINX `error_log ... error` and no
   stream access log. Like hubgate, which accepts with TCP_DEFER_ACCEPT and
   splices through 256 KiB pipes, HAProxy binds with `defer-accept` and
-  `tune.pipesize 262144`, and NGINX listens `deferred`.
+  `tune.pipesize 262144` (NGINX's stream module has neither).
 - idle: {idle_conns} tunnels, each a ClientHello and a 200-byte message
   echoed, then idle. Memory per tunnel = (VmRSS summed over the proxy's
   processes with the tunnels open, {idle_settle_s} s after the last echo,
