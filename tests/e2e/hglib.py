@@ -3,8 +3,9 @@
 Python 3 standard library only. Every test is a script that ctest runs as
 `python3 tests/e2e/test_NAME.py`, with HUBGATE (the binary), HG_SOURCE_DIR,
 HG_BUILD_DIR and HG_SANITIZE in the environment. Tests run in parallel
-(`ctest -j`), so nothing here uses a fixed port, name or path: ports come
-from binding port 0, files live in one temporary folder per test process,
+(`ctest -j`), so nothing here uses a fixed port, name or path: ports are
+picked at random below the ephemeral range and checked free (free_port),
+files live in one temporary folder per test process,
 network namespaces are named hg-<pid>-<n>.
 
 Real servers are child processes in their own process group. Whatever
@@ -250,41 +251,61 @@ def write_file(path, text, mode=0o644):
 # Ports and waiting
 # --------------------------------------------------------------------------
 
-def free_port(host="127.0.0.1", udp=False, netns=None):
-    """A port that was free on host just now (TCP, or UDP with udp=True).
+# Servers' ports come from below the kernel's ephemeral range (32768 and
+# up here), where no outgoing connection takes its source port: a port
+# from bind(0) shares that range with every client socket of the tests
+# running in parallel, and one of them could take it before the server
+# binds it.
+_PORT_LOW, _PORT_HIGH = 20000, 32767
 
-    Another process may still take it before the caller binds it; tests
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(family, kind, host, port):
+    with socket.socket(family, kind) as s:
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port(host="127.0.0.1", udp=False, netns=None):
+    """A port that was free on host just now (TCP, or UDP with udp=True),
+    picked at random below the ephemeral range (see _PORT_LOW).
+
+    Another test may still take it before the caller binds it; tests
     start servers right away, and the window is small.
     """
+    return free_ports(1, host, netns, udp=udp, both=False)[0]
+
+
+def free_ports(n, host="127.0.0.1", netns=None, udp=False, both=True):
+    """n distinct ports free on host: for TCP and UDP both (both=True), or
+    for one of them."""
+    high = min(_PORT_HIGH, _ephemeral_low() - 1)
+    ports = []
     with _maybe_netns(netns):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
-        with socket.socket(family, kind) as s:
-            s.bind((host, 0))
-            return s.getsockname()[1]
-
-
-def free_ports(n, host="127.0.0.1", netns=None):
-    """n distinct ports free for both TCP and UDP on host."""
-    ports, holders = [], []
-    try:
-        with _maybe_netns(netns):
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            while len(ports) < n:
-                t = socket.socket(family, socket.SOCK_STREAM)
-                holders.append(t)
-                t.bind((host, 0))
-                port = t.getsockname()[1]
-                u = socket.socket(family, socket.SOCK_DGRAM)
-                holders.append(u)
-                try:
-                    u.bind((host, port))
-                except OSError:
-                    continue
+        kinds = ([socket.SOCK_STREAM, socket.SOCK_DGRAM] if both else
+                 [socket.SOCK_DGRAM if udp else socket.SOCK_STREAM])
+        for _ in range(200 * n):
+            if len(ports) == n:
+                break
+            port = random.randint(_PORT_LOW, high)
+            if port not in ports and all(_bindable(family, k, host, port)
+                                         for k in kinds):
                 ports.append(port)
-    finally:
-        for s in holders:
-            s.close()
+        while len(ports) < n:  # a crowded range: let the kernel choose
+            with socket.socket(family, kinds[0]) as s:
+                s.bind((host, 0))
+                ports.append(s.getsockname()[1])
     return ports
 
 
