@@ -140,27 +140,23 @@ def test_client_gone_while_queued_never_reaches_backend():
     gw.stop()
 
 
-def test_reload_without_rate_lets_the_queue_go():
+def one_minute_queue(n):
+    """A gateway paced at 1/m, and n clients: one through, the rest
+    waiting (the next slot is a minute away)."""
     backend = hglib.CaptureServer(echo=True)
-    gw = hglib.start_hubgate(config(backend.addr, "1/m"))
-    n = 5
+    text = config(backend.addr, "1/m")
+    gw = hglib.start_hubgate(text)
     clients, data = storm(gw, n)
     hglib.wait_until(lambda: queued(gw) == n - 1, hglib.scale(5),
                      what=f"{n - 1} queued")
     assert backend.count() == 1
-    listen = gw.listen_addrs[0]
-    port = int(listen.rsplit(":", 1)[1])
-    gwlib.reload(gw, f"""
-workers: 1
-listeners:
-  - name: tls
-    bind: ["127.0.0.1:{port}"]
-routes:
-  - name: hub
-    sni: ["{SNI}"]
-    backend: "{backend.addr}"
-""")
-    backend.wait_connections(n, timeout=10)
+    return backend, text, gw, clients, data
+
+
+def test_reload_without_rate_lets_the_queue_go():
+    backend, text, gw, clients, data = one_minute_queue(5)
+    gwlib.reload(gw, text.replace("    connect_rate: 1/m", ""))
+    backend.wait_connections(5, timeout=10)
     for c in clients:
         assert c.recv_exactly(len(data), timeout=10) == data
     assert queued(gw) == 0
@@ -171,12 +167,7 @@ routes:
 def test_reload_keeps_the_pace():
     """A reload that keeps the rate neither resets the schedule (a fresh
     burst) nor strands the connections already waiting."""
-    backend = hglib.CaptureServer(echo=True)
-    text = config(backend.addr, "1/m")
-    gw = hglib.start_hubgate(text)
-    clients, data = storm(gw, 3)
-    hglib.wait_until(lambda: queued(gw) == 2, hglib.scale(5),
-                     what="two queued")
+    backend, text, gw, clients, _ = one_minute_queue(3)
     gwlib.reload(gw, text.replace("workers: 1", "workers: 1\n"
                                   "log:\n  level: info\n"))
     time.sleep(0.5)
@@ -186,17 +177,12 @@ def test_reload_keeps_the_pace():
     hglib.wait_until(lambda: queued(gw) == 3, hglib.scale(5),
                      what="three queued")
     assert backend.count() == 1
-    del clients, more, data
+    del clients, more
     gw.stop()
 
 
 def test_reload_faster_rate_applies_at_once():
-    backend = hglib.CaptureServer(echo=True)
-    text = config(backend.addr, "1/m")
-    gw = hglib.start_hubgate(text)
-    clients, data = storm(gw, 3)
-    hglib.wait_until(lambda: queued(gw) == 2, hglib.scale(5),
-                     what="two queued")
+    backend, text, gw, clients, data = one_minute_queue(3)
     # The next slot under 1/m is a minute away; under 10/s, 100 ms.
     gwlib.reload(gw, text.replace("1/m", "10/s"))
     backend.wait_connections(3, timeout=5)
@@ -209,12 +195,7 @@ def test_reload_faster_rate_applies_at_once():
 def test_renamed_route_keeps_its_waiters_paced():
     """Renaming a route does not let its queue rush the backend: the
     connections already waiting go at the rate they waited under."""
-    backend = hglib.CaptureServer(echo=True)
-    text = config(backend.addr, "1/m")
-    gw = hglib.start_hubgate(text)
-    clients, _ = storm(gw, 3)
-    hglib.wait_until(lambda: queued(gw) == 2, hglib.scale(5),
-                     what="two queued")
+    backend, text, gw, clients, _ = one_minute_queue(3)
     gwlib.reload(gw, text.replace("name: hub", "name: hub-a"))
     time.sleep(0.5)
     assert backend.count() == 1
