@@ -53,7 +53,7 @@ enum hb_err {
     HB_ERR_RESET,
     HB_ERR_CLOSED, /* EOF before the echo was complete */
     HB_ERR_TIMEOUT,
-    HB_ERR_CORRUPT, /* the hello came back different */
+    HB_ERR_CORRUPT, /* the hello or a message came back different */
     HB_ERR_BUSY,    /* storm: every connection slot in use */
     HB_ERR_LINGER,  /* storm: no close from the far end after the echo */
     HB_ERR_N,
@@ -908,6 +908,18 @@ static void hb__consume(struct hb_conn *c, const uint8_t *p, size_t n)
         if (t->running && now >= from && now < to)
             t->st.bytes += n;
         return;
+    }
+    /* Every message is hb_msg: the echo must be it, byte for byte. */
+    const uint8_t *q = p + used;
+    for (size_t left = n, off = c->rx_off; left > 0;) {
+        size_t k = hb_o.size - off < left ? hb_o.size - off : left;
+        if (memcmp(q, hb_msg + off, k) != 0) {
+            hb__fail(c, HB_ERR_CORRUPT);
+            return;
+        }
+        q += k;
+        left -= k;
+        off = (off + k) % hb_o.size;
     }
     uint64_t now = n > 0 ? hb_now_ns() : 0;
     c->rx_off += (uint32_t)n;
