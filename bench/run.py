@@ -1244,13 +1244,24 @@ def targets_table(results):
     return "\n".join(rows)
 
 
+def rounds_met(ratios, bound, at_most):
+    """How many rounds' ratios meet the bound."""
+    return sum((r <= bound) if at_most else (r >= bound) for r in ratios)
+
+
+def undecided(results, w):
+    """True when the storm's figure is only a floor: a peer never failed a
+    step, so its rate says nothing of its limit."""
+    return w == "storm" and any(r.get("ceiling") for p in ("hubgate",
+                                                             "haproxy")
+                                for r in results.get(w, {}).get(p, []))
+
+
 def verdict(results, text, ok, ratios, bound, at_most):
     """yes / no, said with how far this run's rounds agree on it."""
-    w = next(t[1] for t in TARGETS if t[0] == text)
-    if w == "storm" and any(r.get("ceiling") for p in ("hubgate", "haproxy")
-                            for r in results.get(w, {}).get(p, [])):
+    if undecided(results, next(t[1] for t in TARGETS if t[0] == text)):
         return "not decided: a peer never failed a step (raise storm_rates)"
-    met = sum((r <= bound) if at_most else (r >= bound) for r in ratios)
+    met = rounds_met(ratios, bound, at_most)
     word = "yes" if ok else "**no**"
     if ratios and 0 < met < len(ratios):
         return f"{word} (unsteady: {met} of {len(ratios)} rounds met it)"
@@ -1263,7 +1274,7 @@ def target_met(results, text):
     for t, w, key, added, other, bound, at_most in TARGETS:
         if t != text:
             continue
-        if verdict(results, t, True, [], bound, at_most).startswith("not"):
+        if undecided(results, w):
             return None
         h = value(results, w, "hubgate", key, added)
         x = value(results, w, other, key, added)
@@ -1358,7 +1369,7 @@ def limits_section(results):
         if text in handled or target_met(results, text) is not False:
             continue
         each = round_ratios(results, w, key, added, other)
-        met = sum((r <= bound) if at_most else (r >= bound) for r in each)
+        met = rounds_met(each, bound, at_most)
         line = (f"**{text}.** Missed by the median; the rounds' ratios were "
                 + ", ".join(f"{r:.2f}" for r in each) + ".")
         if met:

@@ -110,7 +110,7 @@ static const char *const hg__cfg_route_keys[HG__RT_N] = {
 static const char *const hg__cfg_levels[] = {"error", "warn", "info", "debug"};
 static const char *const hg__cfg_formats[] = {"text", "json"};
 
-/* The allowed values of a duration or size, and how to say them. */
+/* The allowed values of a duration, size or rate, and how to say them. */
 struct hg__cfg_range {
     uint64_t min;
     uint64_t max;
@@ -726,35 +726,57 @@ static void hg__cfg_seen_report(struct hg__cfg_ctx *ctx,
 
 /* ---- values ------------------------------------------------------------ */
 
+/* A kind of value with units: how to parse it and what to call it. */
+struct hg__cfg_unit_kind {
+    int (*parse)(const char *text, uint64_t *out, const char **reason);
+    const char *name; /* "duration": in "invalid duration ..." */
+    const char *hint; /* "a duration": in "... must be a duration" */
+};
+
+static const struct hg__cfg_unit_kind hg__cfg_durations = {
+    hg_duration_parse, "duration", "a duration"};
+static const struct hg__cfg_unit_kind hg__cfg_sizes = {hg_size_parse, "size",
+                                                       "a size"};
+static const struct hg__cfg_unit_kind hg__cfg_rates = {hg_rate_parse, "rate",
+                                                       "a rate"};
+
 /*
- * Reads a duration within r into *out; an absent node (NULL) keeps the
- * default. Returns 0, or -1 after reporting.
+ * Reads a value of kind within r into *out; an absent node (NULL) keeps
+ * the default. Returns 0, or -1 after reporting.
  */
-static int hg__cfg_duration(struct hg__cfg_ctx *ctx, const yaml_node_t *node,
-                            const char *key, const struct hg__cfg_range *r,
-                            uint64_t *out)
+static int hg__cfg_scaled(struct hg__cfg_ctx *ctx, const yaml_node_t *node,
+                          const char *key, const struct hg__cfg_unit_kind *kind,
+                          const struct hg__cfg_range *r, uint64_t *out)
 {
     char q[HG__CFG_QUOTE_BUF];
     const char *text, *reason;
-    uint64_t ms;
+    uint64_t v;
 
     if (node == NULL)
         return 0;
-    text = hg__cfg_scalar(ctx, node, key, false, "a duration");
+    text = hg__cfg_scalar(ctx, node, key, false, kind->hint);
     if (text == NULL)
         return -1;
-    if (hg_duration_parse(text, &ms, &reason) != 0) {
-        hg__cfg_error(ctx, node, "invalid duration %s (%s)",
+    if (kind->parse(text, &v, &reason) != 0) {
+        hg__cfg_error(ctx, node, "invalid %s %s (%s)", kind->name,
                       hg__cfg_qnode(node, q), reason);
         return -1;
     }
-    if (ms < r->min || ms > r->max) {
+    if (v < r->min || v > r->max) {
         hg__cfg_error(ctx, node, "\"%s\" out of range: %s (allowed: %s)", key,
                       hg__cfg_qnode(node, q), r->text);
         return -1;
     }
-    *out = ms;
+    *out = v;
     return 0;
+}
+
+/* A duration within r (see hg__cfg_scaled). */
+static int hg__cfg_duration(struct hg__cfg_ctx *ctx, const yaml_node_t *node,
+                            const char *key, const struct hg__cfg_range *r,
+                            uint64_t *out)
+{
+    return hg__cfg_scaled(ctx, node, key, &hg__cfg_durations, r, out);
 }
 
 /*
@@ -841,54 +863,57 @@ static char *hg__cfg_name(struct hg__cfg_ctx *ctx, const yaml_node_t *node,
 /* ---- top-level sections ------------------------------------------------ */
 
 /* workers: "auto" (0) or 1..256. */
-static void hg__cfg_workers(struct hg__cfg_ctx *ctx, yaml_node_t *node)
+/*
+ * Reads text, already taken from node, as a whole number in 1..max into
+ * *out; other is another choice to offer ("auto or "), or "". Returns 0,
+ * or -1 after reporting.
+ */
+static int hg__cfg_count(struct hg__cfg_ctx *ctx, const yaml_node_t *node,
+                         const char *key, const char *text, uint64_t max,
+                         const char *other, uint64_t *out)
 {
     char q[HG__CFG_QUOTE_BUF];
+    size_t digits = strspn(text, "0123456789");
+    uint64_t v = digits > 0 && digits <= 8 ? strtoull(text, NULL, 10) : 0;
+
+    if (text[digits] != '\0' || v < 1 || v > max) {
+        hg__cfg_error(ctx, node, "invalid %s %s (use %s1..%llu)", key,
+                      hg__cfg_qnode(node, q), other, (unsigned long long)max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static void hg__cfg_workers(struct hg__cfg_ctx *ctx, yaml_node_t *node)
+{
     const char *text;
-    size_t digits;
+    uint64_t n;
 
     if (node == NULL)
         return;
     text = hg__cfg_scalar(ctx, node, "workers", false, "auto or a number");
     if (text == NULL)
         return;
-    if (strcmp(text, "auto") == 0) {
+    if (strcmp(text, "auto") == 0)
         ctx->cfg->workers = 0;
-        return;
-    }
-    digits = strspn(text, "0123456789");
-    if (digits == 0 || digits > 3 || text[digits] != '\0' || atoi(text) < 1 ||
-        atoi(text) > HG__CFG_WORKERS_MAX) {
-        hg__cfg_error(ctx, node, "invalid workers %s (use auto or 1..%d)",
-                      hg__cfg_qnode(node, q), HG__CFG_WORKERS_MAX);
-        return;
-    }
-    ctx->cfg->workers = (unsigned)atoi(text);
+    else if (hg__cfg_count(ctx, node, "workers", text, HG__CFG_WORKERS_MAX,
+                           "auto or ", &n) == 0)
+        ctx->cfg->workers = (unsigned)n;
 }
 
 /* max_connections: a whole number of connections, or absent. */
 static void hg__cfg_max_conns(struct hg__cfg_ctx *ctx, yaml_node_t *node,
                               struct hg_listener_conf *l)
 {
-    char q[HG__CFG_QUOTE_BUF];
     const char *text;
-    size_t digits;
 
     if (node == NULL)
         return;
     text = hg__cfg_scalar(ctx, node, "max_connections", false, "a number");
-    if (text == NULL)
-        return;
-    digits = strspn(text, "0123456789");
-    if (digits == 0 || digits > 8 || text[digits] != '\0' ||
-        strtoull(text, NULL, 10) < 1 ||
-        strtoull(text, NULL, 10) > HG_MAX_CONNS_MAX) {
-        hg__cfg_error(ctx, node, "invalid max_connections %s (use 1..%llu)",
-                      hg__cfg_qnode(node, q),
-                      (unsigned long long)HG_MAX_CONNS_MAX);
-        return;
-    }
-    l->max_conns = strtoull(text, NULL, 10);
+    if (text != NULL)
+        hg__cfg_count(ctx, node, "max_connections", text, HG_MAX_CONNS_MAX, "",
+                      &l->max_conns);
 }
 
 static void hg__cfg_admin(struct hg__cfg_ctx *ctx, yaml_node_t *node)
@@ -987,27 +1012,11 @@ static void hg__cfg_keepalive(struct hg__cfg_ctx *ctx, yaml_node_t *node)
 
 static void hg__cfg_max_hello(struct hg__cfg_ctx *ctx, yaml_node_t *node)
 {
-    const struct hg__cfg_range *r = &hg__cfg_hello_range;
-    char q[HG__CFG_QUOTE_BUF];
-    const char *text, *reason;
     uint64_t bytes;
 
-    if (node == NULL)
-        return;
-    text = hg__cfg_scalar(ctx, node, "max_hello", false, "a size");
-    if (text == NULL)
-        return;
-    if (hg_size_parse(text, &bytes, &reason) != 0) {
-        hg__cfg_error(ctx, node, "invalid size %s (%s)", hg__cfg_qnode(node, q),
-                      reason);
-        return;
-    }
-    if (bytes < r->min || bytes > r->max) {
-        hg__cfg_error(ctx, node, "\"max_hello\" out of range: %s (allowed: %s)",
-                      hg__cfg_qnode(node, q), r->text);
-        return;
-    }
-    ctx->cfg->max_hello = (size_t)bytes;
+    if (node != NULL && hg__cfg_scaled(ctx, node, "max_hello", &hg__cfg_sizes,
+                                       &hg__cfg_hello_range, &bytes) == 0)
+        ctx->cfg->max_hello = (size_t)bytes;
 }
 
 /* resolver.servers: IP or IP:port each, kept as written. */
@@ -1431,28 +1440,11 @@ static void hg__cfg_route(struct hg__cfg_ctx *ctx, yaml_node_t *node,
 static void hg__cfg_rate(struct hg__cfg_ctx *ctx, yaml_node_t *node,
                          struct hg_route_conf *r)
 {
-    char q[HG__CFG_QUOTE_BUF];
-    const char *text, *reason;
-    uint64_t per_minute;
+    static const struct hg__cfg_range range = {1, HG_RATE_MAX_PER_MIN,
+                                               "1/m..100000/s"};
 
-    if (node == NULL)
-        return;
-    text = hg__cfg_scalar(ctx, node, "connect_rate", false, "a rate");
-    if (text == NULL)
-        return;
-    if (hg_rate_parse(text, &per_minute, &reason) != 0) {
-        hg__cfg_error(ctx, node, "invalid rate %s (%s)", hg__cfg_qnode(node, q),
-                      reason);
-        return;
-    }
-    if (per_minute < 1 || per_minute > HG_RATE_MAX_PER_MIN) {
-        hg__cfg_error(ctx, node,
-                      "\"connect_rate\" out of range: %s (allowed: "
-                      "1/m..100000/s)",
-                      hg__cfg_qnode(node, q));
-        return;
-    }
-    r->connect_per_min = per_minute;
+    hg__cfg_scaled(ctx, node, "connect_rate", &hg__cfg_rates, &range,
+                   &r->connect_per_min);
 }
 
 static void hg__cfg_routes(struct hg__cfg_ctx *ctx, yaml_node_t *root,

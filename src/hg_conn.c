@@ -135,6 +135,7 @@ static void hg__hello_read(struct hg_conn *c);
 static bool hg__hello_grow(struct hg_conn *c);
 static void hg__hello_done(struct hg_conn *c, enum hg_hello_rc rc);
 static void hg__route(struct hg_conn *c);
+static void hg__connect_start(struct hg_conn *c);
 static void hg__connect_next(struct hg_conn *c);
 static int hg__connect_one(struct hg_conn *c);
 static void hg__connect_done(struct hg_conn *c, uint32_t events);
@@ -433,9 +434,7 @@ static void hg__route(struct hg_conn *c)
         hg_timer_start(&c->w->loop, &c->timer, cfg->queue_timeout_ms);
         return;
     }
-    hg_stats_add(&c->pair->active, 1);
-    c->state = HG_CONN_CONNECTING;
-    hg__connect_next(c);
+    hg__connect_start(c);
 }
 
 /* The connection's turn under its route's connect_rate has come. */
@@ -443,6 +442,12 @@ void hg_conn_queue_go(struct hg_pace_wait *wait)
 {
     struct hg_conn *c = hg_container_of(wait, struct hg_conn, wait);
     c->t_dequeued = c->w->loop.now;
+    hg__connect_start(c);
+}
+
+/* A routed connection becomes a tunnel: counted active, then connecting. */
+static void hg__connect_start(struct hg_conn *c)
+{
     hg_stats_add(&c->pair->active, 1);
     c->state = HG_CONN_CONNECTING;
     hg__connect_next(c);
@@ -913,14 +918,14 @@ static void hg__access_log(struct hg_conn *c, const char *term,
     snprintf(dur, sizeof(dur), "%llu", (unsigned long long)(now - c->t_accept));
     snprintf(hello, sizeof(hello), "%llu",
              (unsigned long long)(c->t_routed - c->t_accept));
-    uint64_t t_go = c->t_dequeued ? c->t_dequeued : c->t_routed;
+    /* When its turn came: now if still waiting, at routing if it never did. */
+    uint64_t t_go = c->t_dequeued                ? c->t_dequeued
+                    : c->state == HG_CONN_QUEUED ? now
+                                                 : c->t_routed;
+    snprintf(queue, sizeof(queue), "%llu",
+             (unsigned long long)(t_go - c->t_routed));
     snprintf(conn, sizeof(conn), "%lld",
              c->t_connected ? (long long)(c->t_connected - t_go) : -1);
-    snprintf(queue, sizeof(queue), "%llu",
-             (unsigned long long)(c->t_dequeued ? c->t_dequeued - c->t_routed
-                                  : c->state == HG_CONN_QUEUED
-                                      ? now - c->t_routed
-                                      : 0));
     const struct hg_log_field fields[] = {
         {"conn", id, true},
         {"client", client, true},

@@ -355,23 +355,16 @@ static struct hg_wcfg *hg__wcfg_new(struct hg_worker *w, struct hg_config *cfg,
     for (size_t i = 0; i < cfg->nlisteners; i++)
         n += cfg->listeners[i].nbinds;
     struct hg_wcfg *wc = calloc(1, sizeof(*wc));
-    if (wc == NULL || (wc->ls = calloc(n, sizeof(*wc->ls))) == NULL ||
-        (wc->pace = calloc(cfg->nroutes + 1, sizeof(*wc->pace))) == NULL) {
-        if (wc != NULL)
-            free(wc->ls);
-        free(wc);
+    if (wc == NULL)
         return NULL;
-    }
+    wc->ls = calloc(n, sizeof(*wc->ls));
+    wc->pace = calloc(cfg->nroutes + 1, sizeof(*wc->pace));
+    if (wc->ls == NULL || wc->pace == NULL)
+        goto fail;
     for (size_t i = 0; i < cfg->nroutes; i++) {
-        if (cfg->routes[i].connect_per_min == 0)
-            continue;
-        wc->pace[i] = hg__pace_for(w, &cfg->routes[i]);
-        if (wc->pace[i] == NULL) {
-            free(wc->pace);
-            free(wc->ls);
-            free(wc);
-            return NULL;
-        }
+        if (cfg->routes[i].connect_per_min != 0 &&
+            (wc->pace[i] = hg__pace_for(w, &cfg->routes[i])) == NULL)
+            goto fail;
     }
     wc->cfg = hg_config_ref(cfg);
     wc->gen = gen;
@@ -391,6 +384,11 @@ static struct hg_wcfg *hg__wcfg_new(struct hg_worker *w, struct hg_config *cfg,
         }
     }
     return wc;
+fail:
+    free(wc->pace);
+    free(wc->ls);
+    free(wc);
+    return NULL;
 }
 
 /*

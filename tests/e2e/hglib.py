@@ -1339,20 +1339,31 @@ def start_hubgate(yaml_text, **kw):
     return Hubgate(yaml_text, **kw)
 
 
-def start_sni_gateway(backend, sni, extra="", **kw):
-    """hubgate with one listener on a free loopback port and one route from
-    sni to backend ("host:port"); extra is YAML added at the top level."""
-    port = free_port()
-    return start_hubgate(f"""
+def sni_gateway_yaml(backend, sni, extra="", port=None, listener="",
+                     route=""):
+    """The config of start_sni_gateway: one listener "tls" on 127.0.0.1
+    (port, or a free one) and one route "hub" from sni to backend; extra is
+    YAML at the top level, listener and route lines added to each (as
+    "    key: value")."""
+    port = port or free_port()
+    return f"""
 {extra}
 listeners:
   - name: tls
     bind: ["127.0.0.1:{port}"]
+{listener}
 routes:
   - name: hub
     sni: ["{sni}"]
     backend: "{backend}"
-""", **kw)
+{route}
+"""
+
+
+def start_sni_gateway(backend, sni, extra="", **kw):
+    """hubgate with one listener on a free loopback port and one route from
+    sni to backend ("host:port"); extra is YAML added at the top level."""
+    return start_hubgate(sni_gateway_yaml(backend, sni, extra), **kw)
 
 
 # --------------------------------------------------------------------------

@@ -14,17 +14,8 @@ def hello():
 
 
 def config(backend, port, limit):
-    return f"""
-workers: 2
-listeners:
-  - name: tls
-    bind: ["127.0.0.1:{port}"]
-    max_connections: {limit}
-routes:
-  - name: hub
-    sni: ["{SNI}"]
-    backend: "{backend}"
-"""
+    return hglib.sni_gateway_yaml(backend, SNI, "workers: 2", port=port,
+                                  listener=f"    max_connections: {limit}")
 
 
 def open_now(gw):

@@ -18,19 +18,9 @@ def hello():
 
 
 def config(backend, rate, extra="", workers=1):
-    port = hglib.free_port()
-    return f"""
-workers: {workers}
-{extra}
-listeners:
-  - name: tls
-    bind: ["127.0.0.1:{port}"]
-routes:
-  - name: hub
-    sni: ["{SNI}"]
-    backend: "{backend}"
-{f"    connect_rate: {rate}" if rate else ""}
-"""
+    return hglib.sni_gateway_yaml(
+        backend, SNI, f"workers: {workers}\n{extra}",
+        route=f"    connect_rate: {rate}" if rate else "")
 
 
 def queued(gw):
