@@ -212,7 +212,10 @@ def tmpdir():
 
 def _reap_stale_tmp():
     # A test killed by SIGKILL leaves its folder: remove those whose owner
-    # (the pid in hg-e2e-<pid>-...) no longer exists.
+    # (the pid in hg-e2e-<pid>-...) no longer exists. Not while folders are
+    # being kept for a look.
+    if os.environ.get("HG_KEEP_TMP"):
+        return
     base = tempfile.gettempdir()
     for entry in os.listdir(base):
         m = re.match(r"hg-e2e-(\d+)-", entry)
