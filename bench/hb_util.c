@@ -124,3 +124,11 @@ unsigned hb_raise_nofile(void)
     }
     return rl.rlim_cur > 1u << 30 ? 1u << 30 : (unsigned)rl.rlim_cur;
 }
+
+uint8_t hb_pattern[HB_PATTERN_RUN + HB_PATTERN_PERIOD];
+
+void hb_pattern_init(void)
+{
+    for (size_t i = 0; i < sizeof(hb_pattern); i++)
+        hb_pattern[i] = (uint8_t)('0' + i % HB_PATTERN_PERIOD % 64);
+}

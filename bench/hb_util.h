@@ -44,6 +44,18 @@ int hb_socket_error(int fd);
 bool hb_parse_double(const char *s, double min, double max, double *out);
 bool hb_parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
 
+/*
+ * What a source backend sends, so that the reader can check every byte:
+ * byte k of a stream is hb_pattern[k % HB_PATTERN_PERIOD] (a prime period,
+ * so that a lost, repeated or reordered run of any power-of-two size shows).
+ * hb_pattern + phase holds HB_PATTERN_RUN bytes of the stream from any
+ * phase below the period. hb_pattern_init() fills it, once, at start.
+ */
+#define HB_PATTERN_PERIOD 251u
+#define HB_PATTERN_RUN    (256u * 1024)
+extern uint8_t hb_pattern[HB_PATTERN_RUN + HB_PATTERN_PERIOD];
+void hb_pattern_init(void);
+
 /* Reads the open-file soft limit up to the hard one; returns the result. */
 unsigned hb_raise_nofile(void);
 

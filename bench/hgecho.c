@@ -5,7 +5,8 @@
  *   echo    every byte read is written back (the small-message, idle and
  *           connection-storm workloads, and the CPU count)
  *   source  reads the first TLS record (the ClientHello), then writes
- *           as fast as the peer takes it until the peer closes (bulk)
+ *           hb_pattern's stream as fast as the peer takes it until the
+ *           peer closes (bulk; the reader checks every byte)
  *   hello   echoes the first TLS record, then closes (the connection
  *           storm: the side that closes first keeps the TIME_WAIT, so the
  *           load generator's and the proxy's ephemeral ports stay free)
@@ -32,7 +33,6 @@
 #include "hb_util.h"
 
 #define HB_ECHO_BUF   (64 * 1024)
-#define HB_SOURCE_BUF (256 * 1024)
 #define HB_MAX_THREAD 64
 #define HB_WRITE_TURN 16 /* source writes per connection before yielding */
 
@@ -57,6 +57,7 @@ struct hb_econn {
     uint32_t pend_off, pend_len;
     uint64_t rx;        /* source mode: bytes read */
     uint32_t hello_len; /* source mode: the first record's, once known */
+    uint32_t phase;     /* source mode: bytes written, modulo the period */
     uint8_t head[5];
     bool closed;
     bool again_queued;
@@ -72,7 +73,6 @@ struct hb_server {
 };
 
 static volatile sig_atomic_t hb_stop;
-static uint8_t hb_source_data[HB_SOURCE_BUF];
 
 static bool hb__parse(int argc, char **argv, struct hb_echo_opts *o);
 static void hb__usage(void);
@@ -105,7 +105,7 @@ int main(int argc, char **argv)
     signal(SIGINT, hb__on_signal);
     signal(SIGPIPE, SIG_IGN);
     hb_raise_nofile();
-    memset(hb_source_data, 'x', sizeof(hb_source_data));
+    hb_pattern_init();
 
     int lfd =
         hg_net_listen((struct sockaddr *)&o.listen.ss, o.listen.len, 4096, 0);
@@ -369,9 +369,12 @@ static void hb__source_write(struct hb_econn *c)
     if (c->hello_len == 0 || c->rx < c->hello_len || c->again_queued)
         return;
     for (int i = 0; i < HB_WRITE_TURN; i++) {
-        ssize_t w = write(c->io.fd, hb_source_data, HB_SOURCE_BUF);
-        if (w >= 0 || errno == EINTR)
+        ssize_t w = write(c->io.fd, hb_pattern + c->phase, HB_PATTERN_RUN);
+        if (w >= 0 || errno == EINTR) {
+            c->phase =
+                (uint32_t)((c->phase + (w > 0 ? w : 0)) % HB_PATTERN_PERIOD);
             continue;
+        }
         if (errno != EAGAIN)
             hb__close(c);
         return;

@@ -9,7 +9,8 @@
  *   msgs   --conns tunnels; a paced phase at --rate messages a second
  *          (latency from each send to its whole echo), then a saturation
  *          phase with --depth messages in flight on every tunnel
- *   bulk   --conns streams read what a source backend sends; bytes/s
+ *   bulk   --conns streams read what a source backend sends, checking
+ *          every byte against its pattern; bytes/s
  *   storm  new connections at --rate a second for --duration seconds, each
  *          hello, echo, then the backend (hgecho --mode hello) closes and
  *          so does this end; at most --max-conns in all
@@ -53,7 +54,7 @@ enum hb_err {
     HB_ERR_RESET,
     HB_ERR_CLOSED, /* EOF before the echo was complete */
     HB_ERR_TIMEOUT,
-    HB_ERR_CORRUPT, /* the hello or a message came back different */
+    HB_ERR_CORRUPT, /* the hello, a message or bulk bytes came back wrong */
     HB_ERR_BUSY,    /* storm: every connection slot in use */
     HB_ERR_LINGER,  /* storm: no close from the far end after the echo */
     HB_ERR_N,
@@ -178,6 +179,7 @@ static bool hb__write(struct hb_conn *c, const uint8_t *p, uint32_t len,
 static void hb__read(struct hb_conn *c);
 static void hb__consume(struct hb_conn *c, const uint8_t *p, size_t n);
 static size_t hb__consume_hello(struct hb_conn *c, const uint8_t *p, size_t n);
+static bool hb__pattern_check(struct hb_conn *c, const uint8_t *p, size_t n);
 static void hb__established(struct hb_conn *c);
 static void hb__msg_send(struct hb_conn *c, uint64_t now);
 static void hb__msg_done(struct hb_conn *c, uint64_t now);
@@ -192,6 +194,7 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     hb_hello_len = (uint32_t)hb_hello_build(hb_hello, hb_o.sni);
+    hb_pattern_init();
     hb_msg = malloc(hb_o.size);
     if (hb_hello_len == 0 || hb_msg == NULL) {
         fprintf(stderr, "hgload: bad --sni or out of memory\n");
@@ -901,6 +904,10 @@ static void hb__consume(struct hb_conn *c, const uint8_t *p, size_t n)
         return;
     n -= used;
     if (hb_o.workload == HB_W_BULK) {
+        if (!hb__pattern_check(c, p + used, n)) {
+            hb__fail(c, HB_ERR_CORRUPT);
+            return;
+        }
         uint64_t now = hb_now_ns();
         struct hb_thread *t = c->t;
         uint64_t from = t->t0 + (uint64_t)(hb_o.warmup_s * HB_NS);
@@ -927,6 +934,20 @@ static void hb__consume(struct hb_conn *c, const uint8_t *p, size_t n)
         c->rx_off -= hb_o.size;
         hb__msg_done(c, now);
     }
+}
+
+/* Bulk: the n bytes at p continue the source's pattern where it was. */
+static bool hb__pattern_check(struct hb_conn *c, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        size_t k = n < HB_PATTERN_RUN ? n : HB_PATTERN_RUN;
+        if (memcmp(p, hb_pattern + c->rx_off, k) != 0)
+            return false;
+        c->rx_off = (uint32_t)((c->rx_off + k) % HB_PATTERN_PERIOD);
+        p += k;
+        n -= k;
+    }
+    return true;
 }
 
 /* Checks the hello's echo; returns how many bytes of p it took. */
