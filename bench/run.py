@@ -16,7 +16,8 @@ are the Debian packages, configured as Peer.config() writes them.
          then idle: memory per tunnel from the proxy's resident memory
   msgs   tunnels echo 200-byte messages: latency at a fixed moderate rate
          (added = proxy - direct), msgs/s at saturation, proxy CPU/message
-  bulk   one and eight streams from the backend, bytes/s
+  bulk   one and eight streams from the backend, bytes/s; one stream again
+         with the backend and the reader pinned to a core each
   storm  new connections/s, each with a ClientHello routed by SNI, raised
          in steps until a step has errors, falls short or is too slow
   cpu    callgrind instructions and strace system calls per message, one
@@ -104,6 +105,16 @@ def _pdeathsig(sig=signal.SIGTERM):
         ctypes.CDLL(None, use_errno=True).prctl(1, sig)
     except OSError:
         pass
+
+
+def pin_tree(pid, cpus):
+    """Every thread of process pid onto cpus (threads that end meanwhile
+    are skipped)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def _pdeathkill():
@@ -377,15 +388,22 @@ class Backend:
         self.proc.stop()
 
 
-def hgload(tools, addr, workload, args, out, deadline):
-    """Runs hgload to the end; returns its JSON report (raises on none)."""
+def hgload(tools, addr, workload, args, out, deadline, cpus=None):
+    """Runs hgload to the end, on the given CPUs if any; returns its JSON
+    report (raises on none)."""
     argv = [tools.hgload, "--connect", addr, "--workload", workload,
             "--deadline", str(deadline), *[str(a) for a in args]]
+
+    def setup():
+        _pdeathsig()
+        if cpus:
+            os.sched_setaffinity(0, cpus)
     with open(os.path.join(out, "hgload.log"), "a") as logf:
-        logf.write("$ " + " ".join(argv) + "\n")
+        logf.write("$ " + ("" if not cpus else f"(on CPUs {sorted(cpus)}) ")
+                   + " ".join(argv) + "\n")
         logf.flush()
         r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=logf,
-                           timeout=deadline + 30, preexec_fn=_pdeathsig)
+                           timeout=deadline + 30, preexec_fn=setup)
     lines = [ln for ln in r.stdout.decode().splitlines() if ln.strip()]
     if r.returncode != 0 or not lines:
         raise RuntimeError(f"hgload {workload} failed ({r.returncode})")
@@ -861,6 +879,23 @@ class Bench:
             if r["established"] != streams:
                 raise RuntimeError(f"bulk: {r}")
             res[f"bytes_per_s_{streams}"] = r["bytes_per_s"]
+        # One stream again with the backend and the reader each on a core of
+        # its own, the proxy left to the scheduler: shows how much of a
+        # difference is where three busy processes land on the cores.
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) >= 2:
+            pin_tree(self.backend.proc.pid, {cores[0]})
+            try:
+                r = hgload(self.tools, peer.addr, "bulk",
+                           ["--conns", 1,
+                            "--warmup", self.size("bulk_warmup_s"),
+                            "--duration", self.size("bulk_duration_s")],
+                           self.out, 60, cpus={cores[1]})
+            finally:
+                pin_tree(self.backend.proc.pid, set(cores))
+            if r["established"] != 1:
+                raise RuntimeError(f"bulk, pinned: {r}")
+            res["bytes_per_s_1_pinned"] = r["bytes_per_s"]
         return res
 
     # -- storm
@@ -1126,6 +1161,8 @@ METRICS = [
     ("added latency p99.9", "msgs", "p999_us", "us", "low", True),
     ("bulk, 1 stream", "bulk", "bytes_per_s_1", "gbs", "high", False),
     ("bulk, 8 streams", "bulk", "bytes_per_s_8", "gbs", "high", False),
+    ("bulk, 1 stream, backend and reader pinned to a core each", "bulk",
+     "bytes_per_s_1_pinned", "gbs", "high", False),
     ("new connections/s with SNI routing", "storm", "conns_per_s", "rate",
      "high", False),
     ("proxy CPU per connection (storm, at a fixed step)", "storm",
@@ -1384,8 +1421,25 @@ def limits_section(results):
             line += (f" {met} of {len(each)} rounds met it: the margin lies "
                      "within how much this machine's figures move from run "
                      "to run (see every round below).")
+        if key == "bytes_per_s_1":
+            line += pinned_note(results, other, bound)
         out += [line, ""]
     return "\n".join(out)
+
+
+def pinned_note(results, other, bound):
+    """What the pinned single stream says of a missed bulk target."""
+    each = round_ratios(results, "bulk", "bytes_per_s_1_pinned", False, other)
+    if not each:
+        return ""
+    text = (" With the backend and the reader pinned to a core each (the "
+            "proxies left to the scheduler) the rounds' ratios were " +
+            ", ".join(f"{r:.2f}" for r in each))
+    if min(each) >= bound:
+        return text + (": what separates them unpinned is where the "
+                       "scheduler places three busy processes on two cores, "
+                       "not the work of moving a byte.")
+    return text + "."
 
 
 def rounds_table(results, peers):
@@ -1664,7 +1718,11 @@ METHOD = """\
   {bulk_streams} streams. HAProxy runs twice: as configured for every
   workload (`option splice-auto`), and with `option splice-request` and
   `option splice-response`, which splice every stream, because splice-auto
-  splices only what its heuristics call a fast streamer.
+  splices only what its heuristics call a fast streamer. The reader checks
+  every byte against the pattern the backend writes. One stream runs a
+  second time with the backend on the first core and the reader on the
+  second, the proxy free to run anywhere: three busy processes share two
+  cores, and this shows how much of a difference is where they land.
 - storm: each connection: connect (from 16 source addresses, 127.0.0.1 and
   up), send the ClientHello, read its echo; then the backend closes, the
   proxy passes the close on, and the load generator closes too (the side

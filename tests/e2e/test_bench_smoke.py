@@ -55,6 +55,8 @@ def check_workloads(res, peers):
         assert 0 < msgs["p50_us"] <= msgs["p99_us"] <= msgs["p999_us"], msgs
         bulk, = res["bulk"][p]
         assert bulk["bytes_per_s_1"] > 0 and bulk["bytes_per_s_2"] > 0, bulk
+        if len(os.sched_getaffinity(0)) >= 2:
+            assert bulk["bytes_per_s_1_pinned"] > 0, bulk
         storm, = res["storm"][p]
         assert storm["steps"] and storm["steps"][0]["ok"] > 0, storm
         if proxy:
