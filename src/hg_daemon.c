@@ -401,6 +401,7 @@ static void hg__reload(struct hg_daemon *d)
         goto failed;
     hg_log_configure(cfg->log_level, cfg->log_format);
     hg__publish(d, cfg);
+    hg_resolver_keep(d->resolver, cfg);
     hg_stats_add(&hg_global_stats.reloads_ok, 1);
     hg_log_info("reloaded %s: %zu listeners, %zu routes", d->config_path,
                 cfg->nlisteners, cfg->nroutes);
@@ -408,6 +409,7 @@ static void hg__reload(struct hg_daemon *d)
 failed:
     if (cfg != NULL) {
         hg_resolver_configure(d->resolver, d->cfg, &reason);
+        hg_resolver_keep(d->resolver, d->cfg); /* names only it added */
         hg_config_unref(cfg);
     }
     /* Addresses the failed config opened must not linger unserved. */

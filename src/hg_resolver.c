@@ -58,6 +58,7 @@ struct hg__backend {
     bool inflight;         /* a c-ares lookup is running */
     bool settled;          /* had its first answer or failure */
     bool failing;          /* the last lookup failed */
+    bool resting;          /* no route uses it: no more lookups */
 };
 
 struct hg_resolver {
@@ -243,6 +244,11 @@ out:
 struct hg_backend *hg_resolver_backend(struct hg_resolver *r, const char *host)
 {
     struct hg__backend *b = hg__backend_find(r, host);
+    if (b != NULL && b->resting) {
+        b->resting = false;
+        if (!b->inflight)
+            hg__lookup_start(b);
+    }
     if (b != NULL)
         return &b->pub;
     b = hg__backend_new(r, host);
@@ -251,6 +257,21 @@ struct hg_backend *hg_resolver_backend(struct hg_resolver *r, const char *host)
     if (!b->literal)
         hg__lookup_start(b);
     return &b->pub;
+}
+
+void hg_resolver_keep(struct hg_resolver *r, const struct hg_config *cfg)
+{
+    for (struct hg__backend *b = r->head; b != NULL; b = b->next) {
+        bool used = false;
+        for (size_t i = 0; i < cfg->nroutes && !used; i++)
+            used = strcasecmp(cfg->routes[i].backend_host, b->pub.host) == 0;
+        if (used || b->literal || b->resting)
+            continue;
+        b->resting = true;
+        hg_timer_stop(r->loop, &b->timer);
+        hg__log(r, HG_LOG_INFO, b->pub.host,
+                "no route uses it: no more lookups");
+    }
 }
 
 /*
@@ -836,7 +857,8 @@ static void hg__answer_ok(struct hg__backend *b, struct hg_addrset *set,
     b->failing = false;
     b->settled = true;
     b->backoff_ms = HG_RES_RETRY_MS;
-    hg_timer_start(b->r->loop, &b->timer, delay);
+    if (!b->resting)
+        hg_timer_start(b->r->loop, &b->timer, delay);
 }
 
 /* Names the state change a good answer makes, or NULL when there is none. */
@@ -870,7 +892,8 @@ static void hg__answer_failed(struct hg__backend *b, int status)
                 "lookup failed (%s), no addresses yet", ares_strerror(status));
     b->failing = true;
     b->settled = true;
-    hg_timer_start(b->r->loop, &b->timer, hg__retry_delay(b));
+    if (!b->resting)
+        hg_timer_start(b->r->loop, &b->timer, hg__retry_delay(b));
 }
 
 /* Returns the delay before the next retry and advances the backoff. */
@@ -1050,7 +1073,7 @@ static size_t hg__count_empty(struct hg_resolver *r)
 static void hg__refresh_all(struct hg_resolver *r)
 {
     for (struct hg__backend *b = r->head; b != NULL; b = b->next)
-        if (!b->literal && !b->inflight)
+        if (!b->literal && !b->inflight && !b->resting)
             hg__lookup_start(b);
 }
 

@@ -61,10 +61,17 @@ int hg_resolver_configure(struct hg_resolver *r, const struct hg_config *cfg,
 
 /*
  * Returns the backend for host, creating it and starting its first lookup
- * if it is new. The resolver owns it; it lives until hg_resolver_free().
- * Returns NULL only when out of memory.
+ * if it is new (or was put to rest). The resolver owns it; it lives until
+ * hg_resolver_free(). Returns NULL only when out of memory.
  */
 struct hg_backend *hg_resolver_backend(struct hg_resolver *r, const char *host);
+
+/*
+ * Puts to rest every backend that no route of cfg uses: its name is no
+ * longer looked up, and it keeps its last addresses for the connections
+ * that began under an older configuration.
+ */
+void hg_resolver_keep(struct hg_resolver *r, const struct hg_config *cfg);
 
 /*
  * Runs the loop until every backend has had its first answer or failure,

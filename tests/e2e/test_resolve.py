@@ -7,6 +7,9 @@
   (stale = 1, failures counted).
 - a name with two addresses, the first refusing: connections land on the
   second (addresses tried in turn).
+- a reload that drops the only route to a name stops its lookups (dnsmasq's
+  query log shows none after it); a reload that brings the route back starts
+  them again, and connections reach it.
 """
 
 import os
@@ -190,6 +193,50 @@ routes:
     m = gw.metrics()
     assert m.value("hubgate_connections_total", listener="tls",
                    route="multi") == n
+    gw.stop()
+
+
+def asked(dns, name, since):
+    """How many times dnsmasq was asked for name after offset since."""
+    return sum(1 for line in dns.proc.output()[since:].splitlines()
+               if f"query[A] {name} " in line)
+
+
+def test_dropped_route_stops_its_lookups():
+    port, (b11,) = backends_on_same_port(["127.0.0.11"])
+    dns = hglib.start_dnsmasq({"kept.test": "127.0.0.11",
+                               "dropped.test": "127.0.0.11"}, ttl=1)
+    gw_port = hglib.free_port()
+
+    def config(routes):
+        return f"""
+resolver: {{servers: ["{dns.server}"], min_ttl: 1s, max_ttl: 1s}}
+listeners:
+  - name: tls
+    bind: ["127.0.0.1:{gw_port}"]
+routes:
+""" + "".join(f"""  - name: {n}
+    sni: ["{n}.hub.test"]
+    backend: "{n}.test:{port}"
+""" for n in routes)
+
+    gw = hglib.start_hubgate(config(["kept", "dropped"]))
+    addr = gw.listen_addrs[0]
+    hglib.wait_until(lambda: asked(dns, "dropped.test", 0) >= 3,
+                     hglib.scale(10), what="dropped.test looked up 3 times")
+
+    gw.reload(config(["kept"]), wait_log=r"reloaded ")
+    gw.wait_log(r"dropped\.test: no route uses it")
+    since = len(dns.proc.output())
+    time.sleep(3.5)  # more than three TTLs
+    assert asked(dns, "dropped.test", since) == 0
+    assert asked(dns, "kept.test", since) >= 2
+    assert landed(addr, "kept.hub.test") == "11"
+
+    gw.reload(config(["kept", "dropped"]), wait_log=r"reloaded ")
+    hglib.wait_until(lambda: asked(dns, "dropped.test", since) >= 2,
+                     hglib.scale(10), what="dropped.test looked up again")
+    assert landed(addr, "dropped.hub.test") == "11"
     gw.stop()
 
 
