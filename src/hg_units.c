@@ -99,7 +99,7 @@ static int hg__units_scaled(const char *text, const struct hg__unit *units,
         return -1;
     }
     if (*unit == '.') {
-        *reason = "a whole number is required (use a smaller unit)";
+        *reason = "a whole number is required; use a smaller unit";
         return -1;
     }
     for (size_t i = 0; i < nunits; i++) {

@@ -99,7 +99,7 @@ static void test_duration_errors(void **state)
     assert_string_equal(duration_bad("+5s"), "a whole number is required");
     assert_string_equal(duration_bad(" 5s"), "a whole number is required");
     assert_string_equal(duration_bad("1.5s"),
-                        "a whole number is required (use a smaller unit)");
+                        "a whole number is required; use a smaller unit");
     assert_string_equal(duration_bad("1h30m"), "unknown unit; use ms, s, m, h");
 }
 
