@@ -134,7 +134,6 @@ static int hg__setup(struct hg_daemon *d, struct hg_config *cfg)
     d->nworkers = cfg->workers ? cfg->workers : hg__ncpu();
     if (hg__signals_open(d) < 0 || hg_loop_init(&d->loop) < 0)
         return -1;
-    hg_io_add(&d->loop, &d->sig_io, EPOLLIN);
     d->retire_timer.cb = hg__retire_cb;
     d->resolver = hg_resolver_new(&d->loop, cfg, &reason);
     if (d->resolver == NULL) {
@@ -155,7 +154,13 @@ static int hg__setup(struct hg_daemon *d, struct hg_config *cfg)
         hg_log_error("admin %s: %s", cfg->admin_listen.text, reason);
         return -1;
     }
-    return hg__start_workers(d);
+    if (hg__start_workers(d) < 0)
+        return -1;
+    /*
+     * Only now: the first lookups run the loop, and a SIGHUP or SIGTERM that
+     * came meanwhile waits in the signalfd until there are workers to act on.
+     */
+    return hg_io_add(&d->loop, &d->sig_io, EPOLLIN) < 0 ? -1 : 0;
 }
 
 static int hg__start_workers(struct hg_daemon *d)

@@ -1,8 +1,12 @@
 """Reload changes listeners too: a new bind address is served at once, a
 removed one stops, and a bind that cannot be had rejects the whole reload
-while the running config goes on serving."""
+while the running config goes on serving. A SIGHUP or SIGTERM that comes
+while hubgate still waits for its first DNS answers is acted on once it has
+started."""
 
+import signal
 import socket
+import time
 
 import hglib
 
@@ -139,6 +143,40 @@ routes:
     line = [l for l in gw.log_lines() if "route=many" in l][0]
     assert "term=SC" in line, line
     gw.stop()
+
+
+def silent_dns():
+    """A UDP socket on loopback that reads queries and never answers."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    hglib.on_cleanup(s.close, "silent DNS socket")
+    return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_signals_during_first_lookups():
+    dns = silent_dns()
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        port = hglib.free_port()
+        yaml = f"""
+resolver: {{servers: ["{dns}"]}}
+listeners:
+  - name: tls
+    bind: ["127.0.0.1:{port}"]
+routes:
+  - name: hub
+    sni: ["{SNI}"]
+    backend: "hub.never-answers.test:8883"
+"""
+        gw = hglib.start_hubgate(yaml, wait_ready=False)
+        time.sleep(0.5)  # inside the wait for the first answers
+        gw.proc.send_signal(sig)
+        if sig == signal.SIGHUP:
+            gw.wait_log(r"reloaded ")
+            gw.wait_ready()
+            gw.stop()
+        else:
+            assert gw.proc.wait(hglib.scale(20)) == 0, gw.proc.tail()
+            gw.assert_clean_log()
 
 
 if __name__ == "__main__":
