@@ -398,12 +398,17 @@ static void hg__reload(struct hg_daemon *d)
         hg_log_warn("workers changed: applies at the next restart");
     if (strcmp(cfg->admin_listen.text, d->cfg->admin_listen.text) != 0)
         hg_log_warn("admin.listen changed: applies at the next restart");
-    if (hg_resolver_configure(d->resolver, cfg, &reason) < 0) {
+    /* Nothing of the resolver changes unless the whole reload does. */
+    struct hg_resolver_plan plan;
+    if (hg_resolver_plan(d->resolver, cfg, &plan, &reason) < 0) {
         hg_log_error("resolver: %s", reason);
         goto failed;
     }
-    if (hg__activate(d, cfg) < 0)
+    if (hg__activate(d, cfg) < 0) {
+        hg_resolver_plan_drop(&plan);
         goto failed;
+    }
+    hg_resolver_apply(d->resolver, &plan);
     hg_log_configure(cfg->log_level, cfg->log_format);
     hg__publish(d, cfg);
     hg_resolver_keep(d->resolver, cfg);
@@ -413,7 +418,6 @@ static void hg__reload(struct hg_daemon *d)
     return;
 failed:
     if (cfg != NULL) {
-        hg_resolver_configure(d->resolver, d->cfg, &reason);
         hg_resolver_keep(d->resolver, d->cfg); /* names only it added */
         hg_config_unref(cfg);
     }

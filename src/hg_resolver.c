@@ -193,47 +193,61 @@ fail:
     return NULL;
 }
 
-/*
- * Applies a reload's resolver settings. New TTL bounds shorten refreshes
- * already scheduled past the new max_ttl. New servers get a new channel:
- * the running lookups are dropped and every name is asked again at once,
- * so that a fixed server list shows its effect without waiting for TTLs.
- * Returns 0, or -1 with a static reason and nothing changed.
- */
+int hg_resolver_plan(struct hg_resolver *r, const struct hg_config *cfg,
+                     struct hg_resolver_plan *p, const char **reason)
+{
+    *p = (struct hg_resolver_plan){0};
+    if (hg__ttl_bounds(cfg, &p->min_ttl_ms, &p->max_ttl_ms) < 0) {
+        *reason = "resolver.min_ttl is above resolver.max_ttl";
+        return -1;
+    }
+    if (hg__servers_csv(cfg, &p->servers_csv) < 0) {
+        *reason = hg__servers_reason(cfg);
+        return -1;
+    }
+    if (hg__csv_equal(p->servers_csv, r->servers_csv))
+        return 0;
+    ares_channel ch = NULL;
+    if (hg__channel_new(r, p->servers_csv, &ch) < 0) {
+        *reason = "c-ares rejected the resolver servers";
+        hg_resolver_plan_drop(p);
+        return -1;
+    }
+    p->channel = ch;
+    return 0;
+}
+
+void hg_resolver_apply(struct hg_resolver *r, struct hg_resolver_plan *p)
+{
+    r->min_ttl_ms = p->min_ttl_ms;
+    r->max_ttl_ms = p->max_ttl_ms;
+    hg__reclamp_timers(r);
+    if (p->channel != NULL) {
+        free(r->servers_csv);
+        r->servers_csv = p->servers_csv;
+        p->servers_csv = NULL;
+        hg__channel_swap(r, p->channel);
+        p->channel = NULL;
+    }
+    hg_resolver_plan_drop(p);
+}
+
+void hg_resolver_plan_drop(struct hg_resolver_plan *p)
+{
+    if (p->channel != NULL)
+        ares_destroy(p->channel);
+    free(p->servers_csv);
+    *p = (struct hg_resolver_plan){0};
+}
+
 int hg_resolver_configure(struct hg_resolver *r, const struct hg_config *cfg,
                           const char **reason)
 {
-    uint64_t min_ms, max_ms;
-    char *csv = NULL;
-    ares_channel ch = NULL;
-    int rc = -1;
-
-    if (hg__ttl_bounds(cfg, &min_ms, &max_ms) < 0) {
-        *reason = "resolver.min_ttl is above resolver.max_ttl";
-        goto out;
-    }
-    if (hg__servers_csv(cfg, &csv) < 0) {
-        *reason = hg__servers_reason(cfg);
-        goto out;
-    }
-    bool same = hg__csv_equal(csv, r->servers_csv);
-    if (!same && hg__channel_new(r, csv, &ch) < 0) {
-        *reason = "c-ares rejected the resolver servers";
-        goto out;
-    }
-    r->min_ttl_ms = min_ms;
-    r->max_ttl_ms = max_ms;
-    hg__reclamp_timers(r);
-    if (!same) {
-        free(r->servers_csv);
-        r->servers_csv = csv;
-        csv = NULL;
-        hg__channel_swap(r, ch);
-    }
-    rc = 0;
-out:
-    free(csv);
-    return rc;
+    struct hg_resolver_plan p;
+    if (hg_resolver_plan(r, cfg, &p, reason) < 0)
+        return -1;
+    hg_resolver_apply(r, &p);
+    return 0;
 }
 
 /*
@@ -245,7 +259,10 @@ struct hg_backend *hg_resolver_backend(struct hg_resolver *r, const char *host)
 {
     struct hg__backend *b = hg__backend_find(r, host);
     if (b != NULL && b->resting) {
+        /* Its addresses are from before the rest: stale until answered. */
         b->resting = false;
+        if (b->pub.addrs != NULL)
+            atomic_store(&b->pub.stale, true);
         if (!b->inflight)
             hg__lookup_start(b);
     }

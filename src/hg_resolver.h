@@ -53,9 +53,24 @@ struct hg_resolver *hg_resolver_new(struct hg_loop *loop,
                                     const char **reason);
 
 /*
- * Applies a new config's servers and TTL bounds (on reload). Returns 0, or
- * -1 with a static reason when the servers cannot be used (nothing changes).
+ * A reload's resolver settings, checked but not applied: hg_resolver_plan()
+ * fills it (0), or gives a static reason (-1, nothing to drop);
+ * hg_resolver_apply() puts it in force, hg_resolver_plan_drop() discards it.
+ * Applying new TTL bounds brings refreshes scheduled past the new max_ttl
+ * forward; new servers get a new channel, the running lookups are dropped
+ * and every name is asked again at once.
  */
+struct hg_resolver_plan {
+    uint64_t min_ttl_ms, max_ttl_ms;
+    char *servers_csv;
+    void *channel; /* a new c-ares channel; NULL: the servers stay */
+};
+int hg_resolver_plan(struct hg_resolver *r, const struct hg_config *cfg,
+                     struct hg_resolver_plan *p, const char **reason);
+void hg_resolver_apply(struct hg_resolver *r, struct hg_resolver_plan *p);
+void hg_resolver_plan_drop(struct hg_resolver_plan *p);
+
+/* Both steps at once. Returns 0, or -1 with a reason and nothing changed. */
 int hg_resolver_configure(struct hg_resolver *r, const struct hg_config *cfg,
                           const char **reason);
 

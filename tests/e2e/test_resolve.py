@@ -10,9 +10,12 @@
 - a reload that drops the only route to a name stops its lookups (dnsmasq's
   query log shows none after it); a reload that brings the route back starts
   them again, and connections reach it.
+- a reload that fails (a listener cannot bind) sends nothing to the DNS
+  server it names: the resolver changes only with the whole reload.
 """
 
 import os
+import socket
 import sys
 import time
 
@@ -237,6 +240,58 @@ routes:
     hglib.wait_until(lambda: asked(dns, "dropped.test", since) >= 2,
                      hglib.scale(10), what="dropped.test looked up again")
     assert landed(addr, "dropped.hub.test") == "11"
+
+    # Woken while DNS does not answer: the answer from before the rest is
+    # served, and shown stale from the start (not once the lookup times
+    # out, seconds later).
+    since = len(gw.stderr())
+    gw.reload(config(["kept"]), wait_log=r"reloaded ")
+    gw.wait_log(r"dropped\.test: no route uses it", since=since)
+    dns.stop()
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", dns.port))
+    hglib.on_cleanup(silent.close, "silent DNS socket")
+    gw.reload(config(["kept", "dropped"]), wait_log=r"reloaded ")
+    m = gw.metrics()
+    assert m.value("hubgate_backend_stale", route="dropped") == 1
+    assert landed(addr, "dropped.hub.test") == "11"
+    gw.stop()
+
+
+def test_failed_reload_leaves_the_resolver_alone():
+    port, (b11,) = backends_on_same_port(["127.0.0.11"])
+    dns1 = hglib.start_dnsmasq({"backend.test": "127.0.0.11"}, ttl=1)
+    dns2 = hglib.start_dnsmasq({"backend.test": "127.0.0.11"}, ttl=1)
+    gw_port, taken = hglib.free_ports(2)
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", taken))
+    holder.listen(1)
+    hglib.on_cleanup(holder.close, "the socket holding a port")
+
+    def config(dns, extra_bind=None):
+        binds = f'"127.0.0.1:{gw_port}"' + (
+            f', "127.0.0.1:{extra_bind}"' if extra_bind else "")
+        return f"""
+resolver: {{servers: ["{dns.server}"], min_ttl: 1s}}
+listeners:
+  - name: tls
+    bind: [{binds}]
+routes:
+  - name: r
+    sni: ["hub.test"]
+    backend: "backend.test:{port}"
+"""
+    gw = hglib.start_hubgate(config(dns1))
+    assert hglib.check_config(config(dns2, taken)).returncode == 0
+    gw.reload(config(dns2, taken), wait_log=r"reload of .* failed")
+    time.sleep(2.5)  # more than two TTLs under the running config
+    assert asked(dns2, "backend.test", 0) == 0
+    assert asked(dns1, "backend.test", 0) >= 3
+    assert landed(gw.listen_addrs[0]) == "11"
+
+    gw.reload(config(dns2), wait_log=r"reloaded ")
+    hglib.wait_until(lambda: asked(dns2, "backend.test", 0) >= 1,
+                     hglib.scale(10), what="the new server asked")
     gw.stop()
 
 
