@@ -130,5 +130,5 @@ uint8_t hb_pattern[HB_PATTERN_RUN + HB_PATTERN_PERIOD];
 void hb_pattern_init(void)
 {
     for (size_t i = 0; i < sizeof(hb_pattern); i++)
-        hb_pattern[i] = (uint8_t)('0' + i % HB_PATTERN_PERIOD % 64);
+        hb_pattern[i] = (uint8_t)(i % HB_PATTERN_PERIOD);
 }

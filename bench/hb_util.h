@@ -46,10 +46,12 @@ bool hb_parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
 
 /*
  * What a source backend sends, so that the reader can check every byte:
- * byte k of a stream is hb_pattern[k % HB_PATTERN_PERIOD] (a prime period,
- * so that a lost, repeated or reordered run of any power-of-two size shows).
- * hb_pattern + phase holds HB_PATTERN_RUN bytes of the stream from any
- * phase below the period. hb_pattern_init() fills it, once, at start.
+ * byte k of a stream is k % HB_PATTERN_PERIOD. No two bytes of a period are
+ * alike, so a run of bytes changed, lost, repeated or moved shows at once,
+ * unless the shift is a whole number of periods (251 is prime: no
+ * power-of-two size is one). hb_pattern + phase holds HB_PATTERN_RUN bytes
+ * of the stream from any phase below the period. hb_pattern_init() fills
+ * it, once, at start.
  */
 #define HB_PATTERN_PERIOD 251u
 #define HB_PATTERN_RUN    (256u * 1024)

@@ -200,8 +200,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "hgload: bad --sni or out of memory\n");
         return 2;
     }
-    for (unsigned i = 0; i < hb_o.size; i++)
-        hb_msg[i] = (uint8_t)('a' + i % 26);
+    for (unsigned i = 0; i < hb_o.size; i++) /* no two bytes alike in 251 */
+        hb_msg[i] = hb_pattern[i % HB_PATTERN_PERIOD];
     int rc = hb__run();
     free(hb_msg);
     return rc;
