@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <urcu/urcu-memb.h>
@@ -76,9 +77,13 @@ int hg_daemon_run(const char *path)
 {
     struct hg_daemon d = {.config_path = path, .sigfd = -1};
     pthread_mutex_init(&d.cfg_lock, NULL);
+    /* From here on a signal waits in the signalfd, even during the load. */
+    if (hg__signals_open(&d) < 0)
+        return 1;
     struct hg_config *cfg = hg_config_load(path, hg__log_error, NULL);
     if (cfg == NULL) {
         hg_log_error("%s: configuration invalid, not starting", path);
+        close(d.sigfd);
         return 1;
     }
     hg_log_configure(cfg->log_level, cfg->log_format);
@@ -132,7 +137,7 @@ static int hg__setup(struct hg_daemon *d, struct hg_config *cfg)
     d->cfg = cfg;
     atomic_store(&d->published, cfg);
     d->nworkers = cfg->workers ? cfg->workers : hg__ncpu();
-    if (hg__signals_open(d) < 0 || hg_loop_init(&d->loop) < 0)
+    if (hg_loop_init(&d->loop) < 0)
         return -1;
     d->retire_timer.cb = hg__retire_cb;
     d->resolver = hg_resolver_new(&d->loop, cfg, &reason);
@@ -390,8 +395,16 @@ static void hg__retire_cb(struct hg_loop *loop, struct hg_timer *timer)
 static void hg__reload(struct hg_daemon *d)
 {
     const char *reason = NULL;
+    struct hg_config *cfg;
     hg_log_info("reloading %s", d->config_path);
-    struct hg_config *cfg = hg_config_load(d->config_path, hg__log_error, NULL);
+    /* A pipe or a device would block the main loop until someone writes. */
+    struct stat st;
+    if (stat(d->config_path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        hg_log_error("%s: not a regular file", d->config_path);
+        cfg = NULL;
+        goto failed;
+    }
+    cfg = hg_config_load(d->config_path, hg__log_error, NULL);
     if (cfg == NULL)
         goto failed;
     if (cfg->workers != d->cfg->workers)
@@ -435,6 +448,7 @@ static void hg__signal_cb(struct hg_loop *loop, struct hg_io *io,
     struct hg_daemon *d = hg_container_of(io, struct hg_daemon, sig_io);
     struct signalfd_siginfo si;
     while (read(io->fd, &si, sizeof(si)) == sizeof(si)) {
+        loop->now = hg_now_ms(); /* a reload before this one took time */
         if (si.ssi_signo == SIGHUP && !atomic_load(&d->draining))
             hg__reload(d);
         else if (si.ssi_signo == SIGHUP)

@@ -258,13 +258,18 @@ int hg_resolver_configure(struct hg_resolver *r, const struct hg_config *cfg,
 struct hg_backend *hg_resolver_backend(struct hg_resolver *r, const char *host)
 {
     struct hg__backend *b = hg__backend_find(r, host);
+    /*
+     * Lookups start from the loop, not here: a reload that also changes the
+     * servers applies them after its backends, and the first question must
+     * go to the new servers (and none at all if the reload fails).
+     */
     if (b != NULL && b->resting) {
         /* Its addresses are from before the rest: stale until answered. */
         b->resting = false;
         if (b->pub.addrs != NULL)
             atomic_store(&b->pub.stale, true);
         if (!b->inflight)
-            hg__lookup_start(b);
+            hg_timer_start(r->loop, &b->timer, 0);
     }
     if (b != NULL)
         return &b->pub;
@@ -272,7 +277,7 @@ struct hg_backend *hg_resolver_backend(struct hg_resolver *r, const char *host)
     if (b == NULL)
         return NULL;
     if (!b->literal)
-        hg__lookup_start(b);
+        hg_timer_start(r->loop, &b->timer, 0);
     return &b->pub;
 }
 

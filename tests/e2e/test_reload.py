@@ -1,9 +1,14 @@
 """Reload changes listeners too: a new bind address is served at once, a
 removed one stops, and a bind that cannot be had rejects the whole reload
 while the running config goes on serving. A SIGHUP or SIGTERM that comes
-while hubgate still waits for its first DNS answers is acted on once it has
-started."""
+while hubgate still waits for its first DNS answers, or loads a large allow
+list, is acted on once it has started; a reload that takes long does not
+shorten the ready delay of a stop that follows; a config path that has
+become a pipe fails the reload at once instead of blocking the gateway."""
 
+import datetime
+import os
+import re
 import signal
 import socket
 import time
@@ -177,6 +182,72 @@ routes:
         else:
             assert gw.proc.wait(hglib.scale(20)) == 0, gw.proc.tail()
             gw.assert_clean_log()
+
+
+def big_allow_file(lines):
+    """An allow file of that many /32s (in 10.0.0.0/8), and its path."""
+    path = hglib.tmp_path("big-allow.txt")
+    with open(path, "w") as f:
+        for i in range(lines):
+            f.write(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}/32\n")
+    return path
+
+
+def log_time(line):
+    return datetime.datetime.fromisoformat(line.split()[0].rstrip("Z"))
+
+
+def test_signals_during_slow_loads():
+    allow = big_allow_file(1_500_000)
+    port = hglib.free_port()
+    backend = hglib.CaptureServer(echo=True)
+
+    def yaml(with_allow, ready_delay="0s"):
+        extra = f'\n    allow: ["127.0.0.0/8", "file:{allow}"]' \
+            if with_allow else ""
+        return config(backend, port).replace(
+            f'bind: ["127.0.0.1:{port}"]',
+            f'bind: ["127.0.0.1:{port}"]{extra}') + f"""
+shutdown:
+  ready_delay: {ready_delay}
+  drain: 0s
+"""
+    # A SIGHUP while the first config (with the big list) still loads.
+    gw = hglib.start_hubgate(yaml(True), wait_ready=False)
+    time.sleep(0.05)
+    gw.proc.send_signal(signal.SIGHUP)
+    gw.wait_log(r"reloaded ", timeout=60)
+    gw.wait_ready(60)
+    assert works(port)
+
+    # A slow reload, then SIGTERM at once: the full ready delay follows.
+    gw.reload(yaml(False, "2s"), wait_log=r"reloaded ", timeout=60)
+    since = len(gw.stderr())
+    gw.reload(yaml(True, "2s"))
+    time.sleep(0.05)
+    gw.proc.send_signal(signal.SIGTERM)
+    gw.wait_log(r"no longer accepting", timeout=60, since=since)
+    lines = gw.stderr()[since:].splitlines()
+    stop = next(ln for ln in lines if "stopping: not ready" in ln)
+    done = next(ln for ln in lines if "no longer accepting" in ln)
+    waited = (log_time(done) - log_time(stop)).total_seconds()
+    assert waited >= 1.9, (stop, done)
+    assert gw.proc.wait(hglib.scale(30)) == 0
+    gw.assert_clean_log()
+
+
+def test_config_path_turned_pipe():
+    port = hglib.free_port()
+    backend = hglib.CaptureServer(echo=True)
+    gw = hglib.start_hubgate(config(backend, port))
+    os.remove(gw.config_path)
+    os.mkfifo(gw.config_path)
+    t0 = time.monotonic()
+    gw.reload(wait_log=r"reload of .* failed")
+    assert time.monotonic() - t0 < hglib.scale(5)
+    assert re.search(r"not a regular file", gw.stderr())
+    assert gw.readyz() == 200 and works(port)
+    gw.stop()
 
 
 if __name__ == "__main__":

@@ -260,15 +260,16 @@ routes:
 
 def test_failed_reload_leaves_the_resolver_alone():
     port, (b11,) = backends_on_same_port(["127.0.0.11"])
-    dns1 = hglib.start_dnsmasq({"backend.test": "127.0.0.11"}, ttl=1)
-    dns2 = hglib.start_dnsmasq({"backend.test": "127.0.0.11"}, ttl=1)
+    records = {"backend.test": "127.0.0.11", "fresh.test": "127.0.0.11"}
+    dns1 = hglib.start_dnsmasq(records, ttl=1)
+    dns2 = hglib.start_dnsmasq(records, ttl=1)
     gw_port, taken = hglib.free_ports(2)
     holder = socket.socket()
     holder.bind(("127.0.0.1", taken))
     holder.listen(1)
     hglib.on_cleanup(holder.close, "the socket holding a port")
 
-    def config(dns, extra_bind=None):
+    def config(dns, extra_bind=None, fresh=False):
         binds = f'"127.0.0.1:{gw_port}"' + (
             f', "127.0.0.1:{extra_bind}"' if extra_bind else "")
         return f"""
@@ -280,18 +281,29 @@ routes:
   - name: r
     sni: ["hub.test"]
     backend: "backend.test:{port}"
-"""
+""" + (f"""  - name: fresh
+    sni: ["fresh.hub.test"]
+    backend: "fresh.test:{port}"
+""" if fresh else "")
     gw = hglib.start_hubgate(config(dns1))
-    assert hglib.check_config(config(dns2, taken)).returncode == 0
-    gw.reload(config(dns2, taken), wait_log=r"reload of .* failed")
+    assert hglib.check_config(config(dns2, taken, True)).returncode == 0
+    gw.reload(config(dns2, taken, True), wait_log=r"reload of .* failed")
     time.sleep(2.5)  # more than two TTLs under the running config
     assert asked(dns2, "backend.test", 0) == 0
     assert asked(dns1, "backend.test", 0) >= 3
+    assert asked(dns1, "fresh.test", 0) == 0  # only the failed config had it
     assert landed(gw.listen_addrs[0]) == "11"
 
-    gw.reload(config(dns2), wait_log=r"reloaded ")
-    hglib.wait_until(lambda: asked(dns2, "backend.test", 0) >= 1,
-                     hglib.scale(10), what="the new server asked")
+    # Servers and a new name in one reload: the name is asked of the new
+    # server only.
+    gw.reload(config(dns2, fresh=True), wait_log=r"reloaded ")
+    hglib.wait_until(lambda: gw.metrics().value(
+        "hubgate_backend_addresses", route="fresh") == 1, hglib.scale(10),
+        what="fresh.test resolved")
+    assert asked(dns2, "fresh.test", 0) >= 1
+    assert asked(dns2, "backend.test", 0) >= 1
+    assert landed(gw.listen_addrs[0], "fresh.hub.test") == "11"
+    assert asked(dns1, "fresh.test", 0) == 0
     gw.stop()
 
 
