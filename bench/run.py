@@ -869,16 +869,17 @@ class Bench:
         return self.with_peer(name, "source", "main", self._bulk)
 
     def _bulk(self, peer):
-        res = {}
-        for streams in self.size("bulk_streams"):
+        def stream(n, cpus=None):
             r = hgload(self.tools, peer.addr, "bulk",
-                       ["--conns", streams,
+                       ["--conns", n,
                         "--warmup", self.size("bulk_warmup_s"),
                         "--duration", self.size("bulk_duration_s")],
-                       self.out, 60)
-            if r["established"] != streams:
+                       self.out, 60, cpus=cpus)
+            if r["established"] != n:
                 raise RuntimeError(f"bulk: {r}")
-            res[f"bytes_per_s_{streams}"] = r["bytes_per_s"]
+            return r["bytes_per_s"]
+        res = {f"bytes_per_s_{n}": stream(n)
+               for n in self.size("bulk_streams")}
         # One stream again with the backend and the reader each on a core of
         # its own, the proxy left to the scheduler: shows how much of a
         # difference is where three busy processes land on the cores.
@@ -886,16 +887,9 @@ class Bench:
         if len(cores) >= 2:
             pin_tree(self.backend.proc.pid, {cores[0]})
             try:
-                r = hgload(self.tools, peer.addr, "bulk",
-                           ["--conns", 1,
-                            "--warmup", self.size("bulk_warmup_s"),
-                            "--duration", self.size("bulk_duration_s")],
-                           self.out, 60, cpus={cores[1]})
+                res["bytes_per_s_1_pinned"] = stream(1, {cores[1]})
             finally:
                 pin_tree(self.backend.proc.pid, set(cores))
-            if r["established"] != 1:
-                raise RuntimeError(f"bulk, pinned: {r}")
-            res["bytes_per_s_1_pinned"] = r["bytes_per_s"]
         return res
 
     # -- storm

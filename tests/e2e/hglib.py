@@ -1006,6 +1006,16 @@ def start_dnsmasq(records=None, **kw):
     return Dnsmasq(records, **kw)
 
 
+def silent_dns(port=0):
+    """A UDP socket on 127.0.0.1 (on port, or a free one) that takes DNS
+    queries and never answers, closed at cleanup; returns "127.0.0.1:PORT".
+    """
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", port))
+    on_cleanup(s.close, "silent DNS socket")
+    return f"127.0.0.1:{s.getsockname()[1]}"
+
+
 _QTYPES = {"A": 1, "AAAA": 28, "CNAME": 5, "TXT": 16}
 
 

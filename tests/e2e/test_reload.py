@@ -150,16 +150,8 @@ routes:
     gw.stop()
 
 
-def silent_dns():
-    """A UDP socket on loopback that reads queries and never answers."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    hglib.on_cleanup(s.close, "silent DNS socket")
-    return f"127.0.0.1:{s.getsockname()[1]}"
-
-
 def test_signals_during_first_lookups():
-    dns = silent_dns()
+    dns = hglib.silent_dns()
     for sig in (signal.SIGHUP, signal.SIGTERM):
         port = hglib.free_port()
         yaml = f"""

@@ -248,9 +248,7 @@ routes:
     gw.reload(config(["kept"]), wait_log=r"reloaded ")
     gw.wait_log(r"dropped\.test: no route uses it", since=since)
     dns.stop()
-    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    silent.bind(("127.0.0.1", dns.port))
-    hglib.on_cleanup(silent.close, "silent DNS socket")
+    hglib.silent_dns(dns.port)
     gw.reload(config(["kept", "dropped"]), wait_log=r"reloaded ")
     m = gw.metrics()
     assert m.value("hubgate_backend_stale", route="dropped") == 1
