@@ -58,10 +58,12 @@ enum hg_conn_state {
 };
 
 /*
- * Readiness remembered between edge-triggered events. A read shorter than
- * asked for drained the socket, so readiness is dropped without another
- * read that would only say EAGAIN: any new data is a new edge. After a
- * hang-up the socket is read until it says EOF.
+ * Readiness remembered between edge-triggered events. A recv(2) shorter
+ * than asked for drained the socket, so readiness is dropped without
+ * another read that would only say EAGAIN: any new data is a new edge. A
+ * splice(2) into a pipe can come back short with bytes left behind (see
+ * hg__pipe_read()), so after one only EAGAIN drops it. After a hang-up the
+ * socket is read until it says EOF.
  */
 enum {
     HG_CLIENT_RD = 1 << 0,
@@ -72,6 +74,9 @@ enum {
     HG_SERVER_HUP = 1 << 5,
 };
 
+/* What a tunnel's sockets are watched for, but see hg__interest(). */
+#define HG_TUNNEL_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+
 /* One direction of a tunnel. */
 struct hg_flow {
     uint8_t *buf;         /* bytes in flight, or NULL */
@@ -79,7 +84,8 @@ struct hg_flow {
     uint32_t off;         /* first byte of buf not yet written */
     uint32_t len;         /* bytes in buf, or in pipe */
     bool heap;            /* buf is the hello buffer (malloc), not pooled */
-    bool bulk;            /* the last read filled what it asked for */
+    bool bulk;            /* the last read brought a buffer's worth */
+    bool stuffed;         /* the pipe took no more: write before reading */
     bool eof;             /* the source sent FIN */
     bool shut;            /* FIN passed on to the destination */
 };
@@ -119,10 +125,11 @@ struct hg_conn {
     uint16_t port;      /* the port the client connected to */
     uint8_t state;
     uint8_t ready;
-    uint8_t attempt; /* backend addresses tried, at most HG_CONNECT_TRIES */
-    uint8_t rr;      /* where this connection starts in the address set */
-    bool deferred;
-    bool ka_pending; /* keepalive still to set on the backend socket */
+    uint8_t unwatched; /* events left out per socket: hg__watch() */
+    uint8_t attempt;   /* backend addresses tried, at most HG_CONNECT_TRIES */
+    uint8_t rr;        /* where this connection starts in the address set */
+    bool deferred : 1;
+    bool ka_pending : 1; /* keepalive still to set on the backend socket */
 };
 
 static void hg__client_cb(struct hg_loop *loop, struct hg_io *io,
@@ -144,6 +151,7 @@ static void hg__forward_start(struct hg_conn *c);
 static void hg__forward_timer(struct hg_conn *c);
 static void hg__pump(struct hg_conn *c);
 static int hg__pump_dir(struct hg_conn *c, enum hg_dir dir);
+static bool hg__watch(struct hg_conn *c);
 static int hg__flow_write(struct hg_conn *c, struct hg_flow *f, int fd,
                           uint8_t wr_bit);
 static void hg__flow_release(struct hg_conn *c, struct hg_flow *f);
@@ -154,7 +162,7 @@ static int hg__flow_read(struct hg_conn *c, enum hg_dir dir, int fd);
 static int hg__pipe_read(struct hg_conn *c, enum hg_dir dir, int fd);
 static int hg__pipe_top_up(struct hg_conn *c, enum hg_dir dir, int fd);
 static int hg__read_result(struct hg_conn *c, enum hg_dir dir, ssize_t n,
-                           size_t asked, int err);
+                           bool drained, int err);
 static void hg__refuse(struct hg_conn *c, enum hg_refuse reason,
                        const char *detail);
 static void hg__close(struct hg_conn *c, const char *term, const char *reason);
@@ -199,8 +207,7 @@ void hg_conn_accepted(struct hg_worker *w, struct hg_wlisten *wl, int fd,
     w->conns = c;
 
     /* TCP_NODELAY and keepalive come from the listening socket. */
-    int rc =
-        hg_io_add(&w->loop, &c->cio, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+    int rc = hg_io_add(&w->loop, &c->cio, HG_TUNNEL_EVENTS);
     if (rc < 0) {
         hg__refuse(c, HG_REFUSE_NO_MEMORY, strerror(-rc));
         return;
@@ -509,8 +516,8 @@ static int hg__connect_one(struct hg_conn *c)
     }
     c->sio.fd = fd;
     c->ready &= ~(HG_SERVER_RD | HG_SERVER_WR | HG_SERVER_HUP);
-    int rc = hg_io_add(&c->w->loop, &c->sio,
-                       EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+    c->unwatched &= 0x03; /* a new backend socket: watched for all */
+    int rc = hg_io_add(&c->w->loop, &c->sio, HG_TUNNEL_EVENTS);
     if (rc < 0) {
         close(fd);
         c->sio.fd = -1;
@@ -605,8 +612,60 @@ static void hg__pump(struct hg_conn *c)
         hg__close(c, "--", "eof");
         return;
     }
+    if (!hg__watch(c))
+        return;
     if (up > 0 || down > 0)
         hg__schedule(c);
+}
+
+/*
+ * What a tunnel socket is watched for while the tunnel waits; dir is the
+ * flow that reads it. A flow whose buffer or pipe is full, with more to
+ * read, waits for its destination only: were its source watched, every
+ * segment the source sends meanwhile would wake the worker for nothing,
+ * and a fast sender behind a slower reader sends many. The socket is then
+ * watched for room to write only if the other flow is waiting for it.
+ */
+static uint32_t hg__interest(const struct hg_conn *c, enum hg_dir dir)
+{
+    bool up = dir == HG_DIR_UP;
+    const struct hg_flow *f = up ? &c->up : &c->down;
+    const struct hg_flow *g = up ? &c->down : &c->up;
+    uint8_t rd = up ? HG_CLIENT_RD : HG_SERVER_RD;
+    uint8_t wr = up ? HG_CLIENT_WR : HG_SERVER_WR;
+    bool full = f->buf != NULL ||
+                (f->pipe != NULL && (f->stuffed || f->len >= f->pipe->size));
+    if (!full || f->eof || !(c->ready & rd))
+        return HG_TUNNEL_EVENTS;
+    bool blocked = (g->buf != NULL || g->len > 0) && !(c->ready & wr);
+    return (HG_TUNNEL_EVENTS & ~(EPOLLIN | EPOLLOUT)) |
+           (blocked ? EPOLLOUT : 0);
+}
+
+/*
+ * Watches both sockets for what hg__interest() says, changing the epoll
+ * registration only when that changed. Returns false when it closed the
+ * connection.
+ */
+static bool hg__watch(struct hg_conn *c)
+{
+    for (int dir = HG_DIR_UP; dir <= HG_DIR_DOWN; dir++) {
+        uint32_t want = hg__interest(c, (enum hg_dir)dir);
+        uint8_t off =
+            (uint8_t)((want & EPOLLIN ? 0 : 1) | (want & EPOLLOUT ? 0 : 2));
+        int shift = dir == HG_DIR_UP ? 0 : 2;
+        if (((c->unwatched >> shift) & 3) == off)
+            continue;
+        struct hg_io *io = dir == HG_DIR_UP ? &c->cio : &c->sio;
+        if (hg_io_mod(&c->w->loop, io, want) < 0) {
+            if (want != HG_TUNNEL_EVENTS)
+                continue; /* watched for more: only wake-ups are lost */
+            hg__close(c, "RD", "no_memory");
+            return false;
+        }
+        c->unwatched = (uint8_t)((c->unwatched & ~(3 << shift)) | off << shift);
+    }
+    return true;
 }
 
 /*
@@ -630,7 +689,7 @@ static int hg__pump_dir(struct hg_conn *c, enum hg_dir dir)
             rc = f->buf ? hg__flow_write(c, f, dst, wr)
                         : hg__pipe_write(c, f, dst, wr);
             if (rc == 0 && f->pipe != NULL && f->len < f->pipe->size &&
-                !f->eof && (c->ready & rd))
+                !f->stuffed && !f->eof && (c->ready & rd))
                 rc = hg__pipe_top_up(c, dir, src) < 0 ? -1 : 0;
             if (rc <= 0)
                 return rc;
@@ -680,10 +739,17 @@ static int hg__flow_read(struct hg_conn *c, enum hg_dir dir, int fd)
     } else {
         hg_worker_buf_put(c->w, buf);
     }
-    return hg__read_result(c, dir, n, HG_BUF_SIZE, err);
+    /* recv(2) takes all the socket holds, up to the buffer: a short read
+     * left it empty. */
+    return hg__read_result(c, dir, n, (size_t)n < HG_BUF_SIZE, err);
 }
 
-/* Moves bytes from the socket into the flow's pipe. */
+/*
+ * Moves bytes from the socket into the flow's pipe. A short splice(2) does
+ * not say the socket is empty: each segment takes one of the pipe's slots,
+ * and small segments use up the slots long before the bytes. Only EAGAIN
+ * on an empty pipe says it.
+ */
 static int hg__pipe_read(struct hg_conn *c, enum hg_dir dir, int fd)
 {
     struct hg_flow *f = dir == HG_DIR_UP ? &c->up : &c->down;
@@ -697,13 +763,16 @@ static int hg__pipe_read(struct hg_conn *c, enum hg_dir dir, int fd)
         hg_worker_pipe_put(c->w, f->pipe, true); /* empty: held only in use */
         f->pipe = NULL;
     }
-    return hg__read_result(c, dir, n, asked, err);
+    return hg__read_result(c, dir, n, false, err);
 }
 
 /*
  * The destination is full: fills the rest of the flow's pipe from the
  * source meanwhile, so that both sockets stay busy and the next write
- * moves more at once. Returns as hg__read_result().
+ * moves more at once. Less than asked, or EAGAIN, may mean the pipe ran
+ * out of slots as well as the socket out of bytes: either way the pipe
+ * takes no more until some of it is written (f->stuffed). Returns as
+ * hg__read_result().
  */
 static int hg__pipe_top_up(struct hg_conn *c, enum hg_dir dir, int fd)
 {
@@ -713,29 +782,36 @@ static int hg__pipe_top_up(struct hg_conn *c, enum hg_dir dir, int fd)
     ssize_t n = splice(fd, NULL, f->pipe->fd[1], NULL, room,
                        SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     int err = errno;
-    int rc = hg__read_result(c, dir, n, room, err);
+    if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
+        f->stuffed = true;
+        return 0;
+    }
+    int rc = hg__read_result(c, dir, n, false, err);
     if (n > 0) {
         f->len += (uint32_t)n;
         f->bulk = bulk; /* a part-filled pipe says nothing of the stream */
+        f->stuffed = (size_t)n < room;
     }
     return rc;
 }
 
 /*
- * Accounts for a read of n bytes out of asked (err: errno when n < 0).
- * Returns 1 when there is something to do next (bytes to write, or EOF to
- * pass on), 0 when the socket is drained, -1 when it closed the connection.
+ * Accounts for a read of n bytes (err: errno when n < 0); drained: the
+ * read says the socket has nothing more. Returns 1 when there is something
+ * to do next (bytes to write, or EOF to pass on), 0 when the socket is
+ * drained, -1 when it closed the connection.
  */
 static int hg__read_result(struct hg_conn *c, enum hg_dir dir, ssize_t n,
-                           size_t asked, int err)
+                           bool drained, int err)
 {
     bool up = dir == HG_DIR_UP;
     struct hg_flow *f = up ? &c->up : &c->down;
     uint8_t rd = up ? HG_CLIENT_RD : HG_SERVER_RD;
     uint8_t hup = up ? HG_CLIENT_HUP : HG_SERVER_HUP;
     if (n > 0) {
-        f->bulk = (size_t)n == asked;
-        if (!f->bulk && !(c->ready & hup))
+        /* A pipe read short of the pipe but over a buffer is still bulk. */
+        f->bulk = (size_t)n >= HG_BUF_SIZE;
+        if (drained && !(c->ready & hup))
             c->ready &= ~rd;
         c->bytes[dir] += (uint64_t)n;
         c->t_last = c->w->loop.now;
@@ -771,6 +847,7 @@ static int hg__pipe_write(struct hg_conn *c, struct hg_flow *f, int fd,
     if (n < 0)
         return hg__write_failed(c, wr_bit, errno);
     f->len -= (uint32_t)n;
+    f->stuffed = false;
     c->t_last = c->w->loop.now;
     if (f->len == 0) {
         hg_worker_pipe_put(c->w, f->pipe, true);
