@@ -769,7 +769,7 @@ class Bench:
         its echo, or for a data source, some of its data."""
         if mode == "source":
             r = hgload(self.tools, peer.addr, "bulk",
-                       ["--conns", 1, "--warmup", 0, "--duration", 0.05],
+                       ["--conns", 1, "--warmup", 0, "--duration", 0.5],
                        self.out, 20)
             ok = r["bytes"] > 0
         elif mode == "hello":

@@ -649,6 +649,9 @@ static uint32_t hg__interest(const struct hg_conn *c, enum hg_dir dir)
  */
 static bool hg__watch(struct hg_conn *c)
 {
+    if (c->unwatched == 0 && c->up.buf == NULL && c->up.pipe == NULL &&
+        c->down.buf == NULL && c->down.pipe == NULL)
+        return true; /* nothing in flight: watched for all, as it should */
     for (int dir = HG_DIR_UP; dir <= HG_DIR_DOWN; dir++) {
         uint32_t want = hg__interest(c, (enum hg_dir)dir);
         uint8_t off =
