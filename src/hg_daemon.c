@@ -40,12 +40,14 @@ static void hg__mark_socks(struct hg_daemon *d, struct hg_config *cfg,
                            uint64_t gen);
 static int hg__activate_listeners(struct hg_daemon *d, struct hg_config *cfg);
 static int hg__activate_routes(struct hg_daemon *d, struct hg_config *cfg);
+static int hg__activate_stats(struct hg_config *cfg);
 static void hg__runtime_free(struct hg_config *cfg);
 static struct hg_listen_sock *hg__sock_get(struct hg_daemon *d,
                                            const struct hg_sockaddr *a,
                                            unsigned defer_s);
 static void hg__sock_close(struct hg_daemon *d, struct hg_listen_sock *s);
 static void hg__sweep_socks(struct hg_daemon *d);
+static void hg__drop_unserved_socks(struct hg_daemon *d);
 static void hg__publish(struct hg_daemon *d, struct hg_config *cfg);
 static void hg__retire_cb(struct hg_loop *loop, struct hg_timer *timer);
 static uint64_t hg__min_gen_seen(struct hg_daemon *d);
@@ -185,16 +187,18 @@ static int hg__start_workers(struct hg_daemon *d)
 }
 
 /*
- * Fills cfg's runtime slots: stats records, listening sockets (opening the
- * new ones), backends. Returns 0, or -1 with the reason logged; on failure
- * cfg may hold partial runtime state, freed with it.
+ * Fills cfg's runtime slots: listening sockets (opening the new ones),
+ * backends, and only then stats records, so that a config that cannot be
+ * had leaves no metrics behind for names it alone brought. Returns 0, or -1
+ * with the reason logged; on failure cfg may hold partial runtime state,
+ * freed with it.
  */
 static int hg__activate(struct hg_daemon *d, struct hg_config *cfg)
 {
     cfg->runtime_free = hg__runtime_free;
-    if (hg__activate_listeners(d, cfg) < 0)
+    if (hg__activate_listeners(d, cfg) < 0 || hg__activate_routes(d, cfg) < 0)
         return -1;
-    return hg__activate_routes(d, cfg);
+    return hg__activate_stats(cfg);
 }
 
 /*
@@ -222,9 +226,8 @@ static int hg__activate_listeners(struct hg_daemon *d, struct hg_config *cfg)
     unsigned defer_s = (unsigned)((cfg->hello_timeout_ms + 999) / 1000);
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         struct hg_listener_conf *l = &cfg->listeners[i];
-        l->stats = hg_stats_listener(l->name);
         l->socks = calloc(l->nbinds, sizeof(*l->socks));
-        if (l->stats == NULL || l->socks == NULL)
+        if (l->socks == NULL)
             return -1;
         for (size_t b = 0; b < l->nbinds; b++) {
             l->socks[b] = hg__sock_get(d, &l->binds[b], defer_s);
@@ -239,11 +242,23 @@ static int hg__activate_routes(struct hg_daemon *d, struct hg_config *cfg)
 {
     for (size_t i = 0; i < cfg->nroutes; i++) {
         struct hg_route_conf *r = &cfg->routes[i];
-        r->stats = hg_stats_route(r->name);
         r->backend = hg_resolver_backend(d->resolver, r->backend_host);
-        if (r->stats == NULL || r->backend == NULL)
+        if (r->backend == NULL)
             return -1;
     }
+    return 0;
+}
+
+static int hg__activate_stats(struct hg_config *cfg)
+{
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        if ((cfg->listeners[i].stats =
+                 hg_stats_listener(cfg->listeners[i].name)) == NULL)
+            return -1;
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        if ((cfg->routes[i].stats = hg_stats_route(cfg->routes[i].name)) ==
+            NULL)
+            return -1;
     size_t n = cfg->nlisteners * cfg->nroutes;
     cfg->pair_stats = calloc(n ? n : 1, sizeof(*cfg->pair_stats));
     if (cfg->pair_stats == NULL)
@@ -328,6 +343,24 @@ static void hg__sweep_socks(struct hg_daemon *d)
             continue;
         }
         hg_log_info("stopped listening on %s", s->text);
+        *p = s->next;
+        hg__sock_close(d, s);
+    }
+}
+
+/*
+ * Closes, at once and without a word, the addresses that a config which
+ * failed to load opened: no config ever served them.
+ */
+static void hg__drop_unserved_socks(struct hg_daemon *d)
+{
+    struct hg_listen_sock **p = &d->socks;
+    while (*p != NULL) {
+        struct hg_listen_sock *s = *p;
+        if (s->used_gen != 0) {
+            p = &s->next;
+            continue;
+        }
         *p = s->next;
         hg__sock_close(d, s);
     }
@@ -435,8 +468,7 @@ failed:
         hg_config_unref(cfg);
     }
     /* Addresses the failed config opened must not linger unserved. */
-    if (d->retired == NULL)
-        hg__sweep_socks(d);
+    hg__drop_unserved_socks(d);
     hg_stats_add(&hg_global_stats.reloads_failed, 1);
     hg_log_error("reload of %s failed; the running configuration stays",
                  d->config_path);

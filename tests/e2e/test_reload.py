@@ -56,22 +56,36 @@ def test_listener_moves_on_reload():
 
 def test_unbindable_address_rejects_reload():
     backend = hglib.CaptureServer(echo=True)
-    port, extra, taken = hglib.free_ports(3)
+    port, extra, taken, added_port = hglib.free_ports(4)
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", taken))
     blocker.listen(1)
     hglib.on_cleanup(blocker.close)
     gw = hglib.start_hubgate(config(backend, port))
-    gw.reload(config(backend, port, extra, taken),
-              wait_log=r"reload of .* failed")
+    # The failed config also brings a listener of its own, on an address
+    # it can bind and the one it cannot.
+    added = (config(backend, port, extra) + f"""
+  - name: added
+    sni: ["added.test"]
+    backend: "{backend.addr}"
+""").replace("routes:", f"""  - name: added
+    bind: ["127.0.0.1:{added_port}", "127.0.0.1:{taken}"]
+routes:""")
+    gw.reload(added, wait_log=r"reload of .* failed")
     assert "cannot listen on 127.0.0.1:%d" % taken in gw.stderr()
     assert works(port)
-    # The address the failed config could bind is not left listening with
-    # nobody to accept on it.
-    hglib.wait_until(lambda: not works(extra), what="extra bind closed")
+    # The addresses the failed config could bind are closed at once, not
+    # left listening with nobody to accept on them, and said to have
+    # stopped, which they never started.
+    assert not works(extra) and not works(added_port)
+    assert "stopped listening" not in gw.stderr()
     m = gw.metrics()
     assert m.value("hubgate_config_reloads_total", result="failed") == 1
     assert m.value("hubgate_config_reloads_total", result="ok") == 0
+    # Nor does it leave metrics for the listener and route it alone named.
+    text = gw.get("/metrics")[1]
+    assert 'listener="added"' not in text and 'route="added"' not in text, \
+        [ln for ln in text.splitlines() if '"added"' in ln][:3]
     gw.stop()
 
 
