@@ -121,6 +121,8 @@ struct hg_conn {
     uint64_t t_accept, t_routed, t_connected, t_last;
     uint64_t t_dequeued; /* its turn came; 0: never waited */
     uint64_t bytes[2];
+    uint32_t
+        acked; /* hg__still_taking(): peers' acknowledged bytes, mod 2^32 */
     const char *reason; /* last connect failure */
     uint16_t port;      /* the port the client connected to */
     uint8_t state;
@@ -130,6 +132,7 @@ struct hg_conn {
     uint8_t rr;        /* where this connection starts in the address set */
     bool deferred : 1;
     bool ka_pending : 1; /* keepalive still to set on the backend socket */
+    bool acked_seen : 1; /* acked holds a look */
 };
 
 static void hg__client_cb(struct hg_loop *loop, struct hg_io *io,
@@ -138,6 +141,7 @@ static void hg__server_cb(struct hg_loop *loop, struct hg_io *io,
                           uint32_t events);
 static void hg__timer_cb(struct hg_loop *loop, struct hg_timer *timer);
 static void hg__defer_cb(struct hg_loop *loop, struct hg_defer *defer);
+static bool hg__still_taking(struct hg_conn *c);
 static void hg__hello_read(struct hg_conn *c);
 static bool hg__hello_grow(struct hg_conn *c);
 static void hg__hello_done(struct hg_conn *c, enum hg_hello_rc rc);
@@ -295,6 +299,28 @@ static void hg__server_cb(struct hg_loop *loop, struct hg_io *io,
         hg__pump(c);
 }
 
+/*
+ * The idle time is up, but a slow peer may still be taking in bytes the
+ * gateway handed its socket long ago (the gateway waits for a third of the
+ * send buffer to free up before it writes again). When bytes still wait
+ * for a peer and the peers have acknowledged more since the last look, the
+ * tunnel is not idle: it counts as active now, and the next look comes one
+ * idle time later. A peer that takes nothing is left idle, so such a
+ * tunnel closes within two idle times of the last byte it took.
+ */
+static bool hg__still_taking(struct hg_conn *c)
+{
+    bool waiting = false;
+    uint32_t acked = (uint32_t)(hg_net_acked(c->cio.fd, &waiting) +
+                                hg_net_acked(c->sio.fd, &waiting));
+    if (!waiting || (c->acked_seen && acked == c->acked))
+        return false;
+    c->acked = acked;
+    c->acked_seen = true;
+    c->t_last = c->w->loop.now;
+    return true;
+}
+
 /* One timer per connection: the deadline of whatever phase it is in. */
 static void hg__timer_cb(struct hg_loop *loop, struct hg_timer *timer)
 {
@@ -319,7 +345,8 @@ static void hg__timer_cb(struct hg_loop *loop, struct hg_timer *timer)
                              (unsigned)((cfg->tcp_keepalive_ms + 999) / 1000));
         }
         if (cfg->idle_timeout_ms &&
-            loop->now - c->t_last >= cfg->idle_timeout_ms)
+            loop->now - c->t_last >= cfg->idle_timeout_ms &&
+            !hg__still_taking(c))
             hg__close(c, "ID", "idle_timeout");
         else
             hg__forward_timer(c);

@@ -3,9 +3,12 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <linux/sockios.h>
+#include <linux/tcp.h> /* tcp_info as the kernel has it */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 char *hg_net_format_ip(const struct sockaddr *sa, char *buf, size_t size)
@@ -115,4 +118,18 @@ fail:
     rc = -errno;
     close(fd);
     return rc;
+}
+
+uint64_t hg_net_acked(int fd, bool *waiting)
+{
+    int queued = 0;
+    if (ioctl(fd, SIOCOUTQ, &queued) == 0 && queued > 0)
+        *waiting = true;
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
+        len < offsetof(struct tcp_info, tcpi_bytes_acked) +
+                  sizeof(ti.tcpi_bytes_acked))
+        return 0;
+    return ti.tcpi_bytes_acked;
 }

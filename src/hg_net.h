@@ -39,6 +39,13 @@ int hg_net_nodelay(int fd);
 int hg_net_keepalive(int fd, unsigned idle_s);
 
 /*
+ * How far the peer has taken what was sent on a TCP socket: the bytes it
+ * acknowledged so far (0 where the kernel does not say), and whether some
+ * are still waiting for it (sent or not).
+ */
+uint64_t hg_net_acked(int fd, bool *waiting);
+
+/*
  * A non-blocking listening socket bound to addr with SO_REUSEPORT, so that
  * each worker can own one for the same address. defer_s > 0 sets
  * TCP_DEFER_ACCEPT. Returns the fd, or -errno.

@@ -56,6 +56,85 @@ def test_idle_timeout_closes_quiet_tunnel():
     gw.stop()
 
 
+def burst_backend(size):
+    """A backend that sends size bytes at once on each connection, then
+    stays open and silent (reading what comes, so that its close is clean).
+    Returns (listening socket, the bytes)."""
+    data = bytes(range(256)) * (size // 256)
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+    hglib.on_cleanup(ls.close)
+
+    def serve():
+        conn, _ = ls.accept()
+        hglib.on_cleanup(conn.close)
+        conn.settimeout(60)
+        try:
+            conn.sendall(data)
+            while conn.recv(65536):
+                pass
+        except OSError:
+            pass
+    import threading
+    threading.Thread(target=serve, daemon=True).start()
+    return ls, data
+
+
+def test_slow_reader_is_not_idle():
+    # The backend's burst waits in the kernel's buffers, where a slow
+    # device takes it in over several idle times: the gateway has nothing
+    # to do meanwhile, but bytes still move, so the tunnel is not idle.
+    ls, data = burst_backend(3 << 20)
+    gw = gateway("127.0.0.1:%d" % ls.getsockname()[1],
+                 "timeouts:\n  idle: 1s\n")
+    c = socket.create_connection(hglib.split_hostport(gw.listen_addrs[0]),
+                                 timeout=10)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    c.sendall(hello())
+    got = bytearray()
+    t0 = time.monotonic()
+    while len(got) < len(data) and time.monotonic() - t0 < 60:
+        chunk = c.recv(8192)
+        if not chunk:
+            break
+        got += chunk
+        time.sleep(0.01)  # under 800 KB/s: over a second per MB
+    took = time.monotonic() - t0
+    assert bytes(got) == data, \
+        f"{len(got)} of {len(data)} bytes in {took:.1f} s, then EOF"
+    assert took > 2, f"read in {took:.1f} s: not slow enough to tell"
+    # Once the device has it all, the tunnel is idle and goes; not before.
+    c.settimeout(10)
+    assert c.recv(1) == b""
+    line = access_lines(gw)[0]
+    assert field(line, "term") == "ID", line
+    lasted = int(field(line, "duration_ms")) / 1000
+    assert lasted >= took, f"closed after {lasted:.1f} s, read for {took:.1f}"
+    c.close()
+    gw.stop()
+
+
+def test_reader_taking_nothing_is_idle():
+    # The same burst to a device that reads nothing: bytes wait for it,
+    # but none move, so the tunnel goes within two idle times.
+    ls, _ = burst_backend(8 << 20)
+    gw = gateway("127.0.0.1:%d" % ls.getsockname()[1],
+                 "timeouts:\n  idle: 1s\n")
+    c = socket.create_connection(hglib.split_hostport(gw.listen_addrs[0]),
+                                 timeout=10)
+    c.sendall(hello())
+    t0 = time.monotonic()
+    hglib.wait_until(lambda: access_lines(gw), timeout=10,
+                     what="the tunnel closed")
+    took = time.monotonic() - t0
+    assert 0.9 <= took <= 3.5, f"closed after {took:.1f} s"
+    line = access_lines(gw)[0]
+    assert field(line, "term") == "ID", line
+    c.close()
+    gw.stop()
+
+
 def full_backlog_listener():
     """A listener whose accept queue is full, so new SYNs go unanswered:
     a connect to it hangs until the caller's timeout."""
