@@ -162,6 +162,7 @@ static void hg__flow_release(struct hg_conn *c, struct hg_flow *f);
 static int hg__pipe_write(struct hg_conn *c, struct hg_flow *f, int fd,
                           uint8_t wr_bit);
 static int hg__write_failed(struct hg_conn *c, uint8_t wr_bit, int err);
+static void hg__count(struct hg_conn *c, const struct hg_flow *f, size_t n);
 static int hg__flow_read(struct hg_conn *c, enum hg_dir dir, int fd);
 static int hg__pipe_read(struct hg_conn *c, enum hg_dir dir, int fd);
 static int hg__pipe_top_up(struct hg_conn *c, enum hg_dir dir, int fd);
@@ -595,8 +596,6 @@ static void hg__forward_start(struct hg_conn *c)
     c->up = (struct hg_flow){.buf = c->hbuf, .len = c->hlen, .heap = true};
     c->hbuf = NULL;
     c->hlen = c->hcap = 0;
-    c->bytes[HG_DIR_UP] += c->up.len;
-    hg_stats_add(&c->route->stats->bytes[HG_DIR_UP], c->up.len);
     c->ka_pending = cfg->tcp_keepalive_ms > 0;
     hg__forward_timer(c);
     hg__pump(c);
@@ -843,9 +842,7 @@ static int hg__read_result(struct hg_conn *c, enum hg_dir dir, ssize_t n,
         f->bulk = (size_t)n >= HG_BUF_SIZE;
         if (drained && !(c->ready & hup))
             c->ready &= ~rd;
-        c->bytes[dir] += (uint64_t)n;
         c->t_last = c->w->loop.now;
-        hg_stats_add(&c->route->stats->bytes[dir], (uint64_t)n);
         return 1;
     }
     if (n == 0) {
@@ -878,6 +875,7 @@ static int hg__pipe_write(struct hg_conn *c, struct hg_flow *f, int fd,
         return hg__write_failed(c, wr_bit, errno);
     f->len -= (uint32_t)n;
     f->stuffed = false;
+    hg__count(c, f, (size_t)n);
     c->t_last = c->w->loop.now;
     if (f->len == 0) {
         hg_worker_pipe_put(c->w, f->pipe, true);
@@ -900,11 +898,20 @@ static int hg__flow_write(struct hg_conn *c, struct hg_flow *f, int fd,
     if (n < 0)
         return hg__write_failed(c, wr_bit, errno);
     f->off += (uint32_t)n;
+    hg__count(c, f, (size_t)n);
     c->t_last = c->w->loop.now; /* a reader draining slowly is not idle */
     if (f->off < f->len)
         return 1;
     hg__flow_release(c, f);
     return 1;
+}
+
+/* Counts n bytes of flow f handed to its destination's socket. */
+static void hg__count(struct hg_conn *c, const struct hg_flow *f, size_t n)
+{
+    enum hg_dir dir = f == &c->up ? HG_DIR_UP : HG_DIR_DOWN;
+    c->bytes[dir] += n;
+    hg_stats_add(&c->route->stats->bytes[dir], n);
 }
 
 /*
@@ -970,6 +977,17 @@ static void hg__teardown(struct hg_conn *c)
     hg_timer_stop(&w->loop, &c->timer);
     hg_pace_cancel(&c->wait);
     hg_stats_sub(&c->listener->stats->open, 1);
+    /*
+     * Bytes the gateway still held for a side are lost with the tunnel:
+     * that side gets a reset, not an end of stream it would take for the
+     * whole of it.
+     */
+    if (c->state == HG_CONN_FORWARD) {
+        if (c->down.buf != NULL || c->down.pipe != NULL)
+            hg_net_abort(c->cio.fd);
+        if (c->up.buf != NULL || c->up.pipe != NULL)
+            hg_net_abort(c->sio.fd);
+    }
     close(c->cio.fd);
     if (c->sio.fd >= 0)
         close(c->sio.fd);

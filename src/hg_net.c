@@ -133,3 +133,11 @@ uint64_t hg_net_acked(int fd, bool *waiting)
         return 0;
     return ti.tcpi_bytes_acked;
 }
+
+int hg_net_abort(int fd)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0)
+        return -errno;
+    return 0;
+}

@@ -45,6 +45,9 @@ int hg_net_keepalive(int fd, unsigned idle_s);
  */
 uint64_t hg_net_acked(int fd, bool *waiting);
 
+/* SO_LINGER 0: the close that follows resets the connection. */
+int hg_net_abort(int fd);
+
 /*
  * A non-blocking listening socket bound to addr with SO_REUSEPORT, so that
  * each worker can own one for the same address. defer_s > 0 sets

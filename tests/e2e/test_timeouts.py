@@ -131,6 +131,21 @@ def test_reader_taking_nothing_is_idle():
     assert 0.9 <= took <= 3.5, f"closed after {took:.1f} s"
     line = access_lines(gw)[0]
     assert field(line, "term") == "ID", line
+    # The gateway still held bytes for the device: it resets the
+    # connection rather than end a stream the device would take for whole,
+    # and counts only what it handed on.
+    c.settimeout(10)
+    got, reset = 0, False
+    try:
+        while True:
+            chunk = c.recv(1 << 20)
+            if not chunk:
+                break
+            got += len(chunk)
+    except ConnectionResetError:
+        reset = True
+    assert reset, f"a clean end of stream after {got} bytes"
+    assert got <= int(field(line, "bytes_down")) < 8 << 20, (got, line)
     c.close()
     gw.stop()
 
