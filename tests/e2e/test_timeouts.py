@@ -6,6 +6,7 @@ import re
 import selectors
 import socket
 import subprocess
+import threading
 import time
 
 import hglib
@@ -56,10 +57,11 @@ def test_idle_timeout_closes_quiet_tunnel():
     gw.stop()
 
 
-def burst_backend(size):
-    """A backend that sends size bytes at once on each connection, then
-    stays open and silent (reading what comes, so that its close is clean).
-    Returns (listening socket, the bytes)."""
+def burst_tunnel(size, rcvbuf=None):
+    """A gateway with an idle time of 1 s in front of a backend that sends
+    size bytes at once, then stays open and silent (reading what comes, so
+    that its close is clean), and a client through it that has sent its
+    hello. Returns (gateway, client socket, the bytes)."""
     data = bytes(range(256)) * (size // 256)
     ls = socket.socket()
     ls.bind(("127.0.0.1", 0))
@@ -76,22 +78,22 @@ def burst_backend(size):
                 pass
         except OSError:
             pass
-    import threading
     threading.Thread(target=serve, daemon=True).start()
-    return ls, data
+    gw = gateway("127.0.0.1:%d" % ls.getsockname()[1],
+                 "timeouts:\n  idle: 1s\n")
+    c = socket.create_connection(hglib.split_hostport(gw.listen_addrs[0]),
+                                 timeout=10)
+    if rcvbuf:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    c.sendall(hello())
+    return gw, c, data
 
 
 def test_slow_reader_is_not_idle():
     # The backend's burst waits in the kernel's buffers, where a slow
     # device takes it in over several idle times: the gateway has nothing
     # to do meanwhile, but bytes still move, so the tunnel is not idle.
-    ls, data = burst_backend(3 << 20)
-    gw = gateway("127.0.0.1:%d" % ls.getsockname()[1],
-                 "timeouts:\n  idle: 1s\n")
-    c = socket.create_connection(hglib.split_hostport(gw.listen_addrs[0]),
-                                 timeout=10)
-    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    c.sendall(hello())
+    gw, c, data = burst_tunnel(3 << 20, rcvbuf=65536)
     got = bytearray()
     t0 = time.monotonic()
     while len(got) < len(data) and time.monotonic() - t0 < 60:
@@ -118,12 +120,7 @@ def test_slow_reader_is_not_idle():
 def test_reader_taking_nothing_is_idle():
     # The same burst to a device that reads nothing: bytes wait for it,
     # but none move, so the tunnel goes within two idle times.
-    ls, _ = burst_backend(8 << 20)
-    gw = gateway("127.0.0.1:%d" % ls.getsockname()[1],
-                 "timeouts:\n  idle: 1s\n")
-    c = socket.create_connection(hglib.split_hostport(gw.listen_addrs[0]),
-                                 timeout=10)
-    c.sendall(hello())
+    gw, c, _ = burst_tunnel(8 << 20)
     t0 = time.monotonic()
     hglib.wait_until(lambda: access_lines(gw), timeout=10,
                      what="the tunnel closed")
