@@ -121,8 +121,7 @@ struct hg_conn {
     uint64_t t_accept, t_routed, t_connected, t_last;
     uint64_t t_dequeued; /* its turn came; 0: never waited */
     uint64_t bytes[2];
-    uint32_t
-        acked; /* hg__still_taking(): peers' acknowledged bytes, mod 2^32 */
+    uint32_t acked;     /* peers' acknowledged bytes: hg__still_taking() */
     const char *reason; /* last connect failure */
     uint16_t port;      /* the port the client connected to */
     uint8_t state;
@@ -156,6 +155,8 @@ static void hg__forward_timer(struct hg_conn *c);
 static void hg__pump(struct hg_conn *c);
 static int hg__pump_dir(struct hg_conn *c, enum hg_dir dir);
 static bool hg__watch(struct hg_conn *c);
+static bool hg__in_flight(const struct hg_flow *f);
+static bool hg__flow_full(const struct hg_flow *f);
 static int hg__flow_write(struct hg_conn *c, struct hg_flow *f, int fd,
                           uint8_t wr_bit);
 static void hg__flow_release(struct hg_conn *c, struct hg_flow *f);
@@ -659,11 +660,9 @@ static uint32_t hg__interest(const struct hg_conn *c, enum hg_dir dir)
     const struct hg_flow *g = up ? &c->down : &c->up;
     uint8_t rd = up ? HG_CLIENT_RD : HG_SERVER_RD;
     uint8_t wr = up ? HG_CLIENT_WR : HG_SERVER_WR;
-    bool full = f->buf != NULL ||
-                (f->pipe != NULL && (f->stuffed || f->len >= f->pipe->size));
-    if (!full || f->eof || !(c->ready & rd))
+    if (!hg__flow_full(f) || f->eof || !(c->ready & rd))
         return HG_TUNNEL_EVENTS;
-    bool blocked = (g->buf != NULL || g->len > 0) && !(c->ready & wr);
+    bool blocked = hg__in_flight(g) && !(c->ready & wr);
     return (HG_TUNNEL_EVENTS & ~(EPOLLIN | EPOLLOUT)) |
            (blocked ? EPOLLOUT : 0);
 }
@@ -675,8 +674,7 @@ static uint32_t hg__interest(const struct hg_conn *c, enum hg_dir dir)
  */
 static bool hg__watch(struct hg_conn *c)
 {
-    if (c->unwatched == 0 && c->up.buf == NULL && c->up.pipe == NULL &&
-        c->down.buf == NULL && c->down.pipe == NULL)
+    if (c->unwatched == 0 && !hg__in_flight(&c->up) && !hg__in_flight(&c->down))
         return true; /* nothing in flight: watched for all, as it should */
     for (int dir = HG_DIR_UP; dir <= HG_DIR_DOWN; dir++) {
         uint32_t want = hg__interest(c, (enum hg_dir)dir);
@@ -697,6 +695,19 @@ static bool hg__watch(struct hg_conn *c)
     return true;
 }
 
+/* Bytes are in the flow's buffer or pipe, not yet written. */
+static bool hg__in_flight(const struct hg_flow *f)
+{
+    return f->buf != NULL || f->pipe != NULL; /* a pipe is held while used */
+}
+
+/* The flow takes no more bytes until some of what it holds is written. */
+static bool hg__flow_full(const struct hg_flow *f)
+{
+    return f->buf != NULL ||
+           (f->pipe != NULL && (f->stuffed || f->len >= f->pipe->size));
+}
+
 /*
  * Copies from one side to the other: small reads through a pooled buffer,
  * and, once reads come back full, through a pooled pipe with splice(2) so
@@ -714,11 +725,11 @@ static int hg__pump_dir(struct hg_conn *c, enum hg_dir dir)
 
     for (int budget = HG_PUMP_BUDGET; budget > 0; budget--) {
         int rc;
-        if (f->buf != NULL || f->len > 0) {
+        if (hg__in_flight(f)) {
             rc = f->buf ? hg__flow_write(c, f, dst, wr)
                         : hg__pipe_write(c, f, dst, wr);
-            if (rc == 0 && f->pipe != NULL && f->len < f->pipe->size &&
-                !f->stuffed && !f->eof && (c->ready & rd))
+            if (rc == 0 && f->pipe != NULL && !hg__flow_full(f) && !f->eof &&
+                (c->ready & rd))
                 rc = hg__pipe_top_up(c, dir, src) < 0 ? -1 : 0;
             if (rc <= 0)
                 return rc;
@@ -983,9 +994,9 @@ static void hg__teardown(struct hg_conn *c)
      * whole of it.
      */
     if (c->state == HG_CONN_FORWARD) {
-        if (c->down.buf != NULL || c->down.pipe != NULL)
+        if (hg__in_flight(&c->down))
             hg_net_abort(c->cio.fd);
-        if (c->up.buf != NULL || c->up.pipe != NULL)
+        if (hg__in_flight(&c->up))
             hg_net_abort(c->sio.fd);
     }
     close(c->cio.fd);
