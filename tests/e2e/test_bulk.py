@@ -153,18 +153,21 @@ def read_exactly(c, n, timeout):
     return bytes(got)
 
 
-def unread(peer):
-    """Bytes queued unread on the loopback TCP socket whose own address is
-    peer, from /proc/net/tcp."""
-    ip, port = peer
-    local = "%s:%04X" % ("".join("%02X" % int(b)
-                                 for b in reversed(ip.split("."))), port)
+def unread(conn):
+    """Bytes queued unread at the other end of conn, a loopback TCP
+    connection, from /proc/net/tcp (matched on both addresses: a closed
+    connection may have left the same local port in TIME_WAIT)."""
+    def hexaddr(addr):
+        ip, port = addr
+        return "%s:%04X" % ("".join("%02X" % int(b)
+                                    for b in reversed(ip.split("."))), port)
+    local, remote = hexaddr(conn.getpeername()), hexaddr(conn.getsockname())
     with open("/proc/net/tcp") as f:
         for line in f:
             fields = line.split()
-            if fields[1] == local:
+            if fields[1] == local and fields[2] == remote:
                 return int(fields[4].split(":")[1], 16)
-    raise AssertionError(f"no socket {peer} in /proc/net/tcp")
+    raise AssertionError(f"no socket {local} to {remote} in /proc/net/tcp")
 
 
 def wakeups(pid):
@@ -188,7 +191,6 @@ def test_stalled_reader_does_not_wake_the_gateway():
     gw = hglib.start_sni_gateway("127.0.0.1:%d" % ls.getsockname()[1], SNI)
     c = open_tunnel(gw)
     conn = accept(ls)
-    gw_side = conn.getpeername()
     sent = bytearray()
     deadline = time.monotonic() + hglib.scale(20)
     while True:
@@ -196,9 +198,9 @@ def test_stalled_reader_does_not_wake_the_gateway():
         conn.sendall(chunk)
         sent += chunk
         time.sleep(0.02)
-        if unread(gw_side) > 0:
+        if unread(conn) > 0:
             time.sleep(0.2)
-            if unread(gw_side) > 0:
+            if unread(conn) > 0:
                 break  # left unread: the gateway has stopped reading
         assert time.monotonic() < deadline, "the gateway never stopped"
     time.sleep(0.3)
