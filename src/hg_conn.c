@@ -537,6 +537,8 @@ static int hg__connect_one(struct hg_conn *c)
         return -errno;
     const struct hg_config *cfg = c->wcfg->cfg;
     hg_net_nodelay(fd); /* keepalive comes later: hg__forward_timer() */
+    /* The ClientHello is in hand: the handshake's last ACK rides on it. */
+    hg_net_delay_ack(fd);
     if (connect(fd, &c->backend.sa, hg_net_len(&c->backend.sa)) < 0 &&
         errno != EINPROGRESS) {
         int rc = -errno;
@@ -905,7 +907,11 @@ static int hg__flow_write(struct hg_conn *c, struct hg_flow *f, int fd,
 {
     if (!(c->ready & wr_bit))
         return 0;
-    ssize_t n = send(fd, f->buf + f->off, f->len - f->off, MSG_NOSIGNAL);
+    /* The source has sent its FIN: these are its last bytes, and the FIN
+     * passed on next rides on their segment. */
+    uint8_t src_hup = wr_bit == HG_SERVER_WR ? HG_CLIENT_HUP : HG_SERVER_HUP;
+    int more = c->ready & src_hup ? MSG_MORE : 0;
+    ssize_t n = send(fd, f->buf + f->off, f->len - f->off, MSG_NOSIGNAL | more);
     if (n < 0)
         return hg__write_failed(c, wr_bit, errno);
     f->off += (uint32_t)n;

@@ -1,0 +1,149 @@
+"""Segments on the wire: the gateway sends none it can spare.
+
+A reconnect storm is mostly handshakes and closes, and on every machine in
+the path each segment costs as much as its payload. Two are spared per
+tunnel, counted here with the kernel's own per-socket count of segments
+received (TCP_INFO, tcpi_segs_in) at the far end:
+
+- the backend connect's last handshake ACK rides on the ClientHello, which
+  the gateway already holds when it connects;
+- when a side sends its last bytes and its FIN together, the gateway
+  passes them on together, one segment, in either direction.
+"""
+
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gwlib  # noqa: E402
+import hglib  # noqa: E402
+
+# struct tcp_info (linux/tcp.h): tcpi_segs_in and tcpi_data_segs_in.
+SEGS_IN, DATA_SEGS_IN = 140, 152
+
+
+def segs(sock):
+    """(segments received, of which carried data) on sock."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 160)
+    return (struct.unpack_from("I", info, SEGS_IN)[0],
+            struct.unpack_from("I", info, DATA_SEGS_IN)[0])
+
+
+def last_words(sock, data):
+    """Sends data and the FIN in one segment."""
+    sock.send(data, socket.MSG_MORE)
+    sock.shutdown(socket.SHUT_WR)
+
+
+def recv_to_eof(sock):
+    sock.settimeout(hglib.scale(5))
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+class Tunnel:
+    """A client routed through a fresh gateway to a backend socket the test
+    holds; both ends have seen the ClientHello pass."""
+
+    def __init__(self):
+        ls = socket.create_server(("127.0.0.1", 0))
+        hglib.on_cleanup(ls.close, "segments backend")
+        host, port = ls.getsockname()
+        gw_port = hglib.free_port()
+        self.gw = hglib.start_hubgate(f"""
+listeners:
+  - name: tls
+    bind: ["127.0.0.1:{gw_port}"]
+routes:
+  - name: seg
+    sni: ["hub.test"]
+    backend: "{host}:{port}"
+""")
+        self.hello = gwlib.wire_hello("hub.test")
+        self.client = gwlib.Client(self.gw.listen_addrs[0])
+        self.client.send(self.hello)
+        ls.settimeout(hglib.scale(5))
+        self.backend, _ = ls.accept()
+        hglib.on_cleanup(self.backend.close, "segments backend socket")
+        self.backend.settimeout(hglib.scale(5))
+        got = b""
+        while len(got) < len(self.hello):
+            got += self.backend.recv(65536)
+        assert got == self.hello
+
+    def close(self):
+        self.client.close()
+        self.backend.close()
+        self.gw.stop()
+
+
+def test_connect_ack_rides_on_the_hello():
+    t = Tunnel()
+    # In: the SYN and the ClientHello, which also acknowledged the SYN-ACK;
+    # no segment of its own for that ACK.
+    total, data = segs(t.backend)
+    assert data == 1, (total, data)
+    assert total - data == 1, f"{total - data} segments without data"
+    t.close()
+
+
+def test_last_bytes_and_fin_down_in_one_segment():
+    t = Tunnel()
+    before = segs(t.client.sock)
+    words = os.urandom(300)
+    last_words(t.backend, words)
+    assert recv_to_eof(t.client.sock) == words
+    after = segs(t.client.sock)
+    assert after[0] - before[0] == 1, (before, after)
+    t.close()
+
+
+def test_last_bytes_and_fin_up_in_one_segment():
+    t = Tunnel()
+    before = segs(t.backend)
+    words = os.urandom(300)
+    last_words(t.client.sock, words)
+    assert recv_to_eof(t.backend) == words
+    after = segs(t.backend)
+    assert after[0] - before[0] == 1, (before, after)
+    # The tunnel still ends cleanly once the backend is done too.
+    reply = os.urandom(100)
+    last_words(t.backend, reply)
+    assert recv_to_eof(t.client.sock) == reply
+    line = gwlib.wait_access(t.gw, route="seg",
+                             client=f"127.0.0.1:{t.client.local[1]}")
+    assert line["term"] == "--" and line["reason"] == "eof", line
+    assert line["bytes_up"] == str(len(t.hello) + len(words)), line
+    t.close()
+
+
+def test_fin_waits_for_bytes_the_reader_has_no_room_for():
+    # The last bytes are more than the client's socket takes while it does
+    # not read: the FIN still comes after every one of them.
+    t = Tunnel()
+    words = os.urandom(20_000_000)
+    done = threading.Event()
+
+    def send():
+        t.backend.sendall(words, socket.MSG_MORE)
+        t.backend.shutdown(socket.SHUT_WR)
+        done.set()
+
+    threading.Thread(target=send, daemon=True).start()
+    time.sleep(0.3)
+    got = recv_to_eof(t.client.sock)
+    assert done.wait(hglib.scale(5))
+    assert got == words, (len(got), len(words))
+    t.close()
+
+
+if __name__ == "__main__":
+    hglib.main(globals())
