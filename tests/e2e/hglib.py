@@ -537,6 +537,34 @@ def need_tool(name):
         raise Skip(f"{name} is not installed (scripts/install-deps.sh)")
 
 
+class Strace:
+    """Counts some system calls of a running process, every thread, from
+    now until stop()."""
+
+    def __init__(self, pid, calls):
+        need_tool("strace")
+        self.calls = calls
+        self.out = tmp_path("strace.txt")
+        self.proc = subprocess.Popen(
+            ["strace", "-f", "-c", "-o", self.out, "-e",
+             "trace=" + ",".join(calls), "-p", str(pid)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        on_cleanup(self.proc.kill, "strace")
+        time.sleep(scale(0.5))  # attached to every thread by then
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(10)
+        counts = {}
+        with open(self.out) as f:
+            for line in f:
+                fields = line.split()
+                # % time, seconds, usecs/call, calls, [errors], syscall
+                if len(fields) >= 5 and fields[-1] in self.calls:
+                    counts[fields[-1]] = int(fields[3])
+        return counts
+
+
 # --------------------------------------------------------------------------
 # Network namespaces
 # --------------------------------------------------------------------------

@@ -5,9 +5,7 @@ behind."""
 import hashlib
 import os
 import re
-import signal
 import socket
-import subprocess
 import threading
 import time
 
@@ -270,34 +268,6 @@ def flood_and_read(gw, ls, block, tunnels):
         conns[i].close()
 
 
-class Strace:
-    """Counts some system calls of a running process, every thread, from
-    now until stop()."""
-
-    def __init__(self, pid, calls):
-        hglib.need_tool("strace")
-        self.calls = calls
-        self.out = hglib.tmp_path("strace.txt")
-        self.proc = subprocess.Popen(
-            ["strace", "-f", "-c", "-o", self.out, "-e",
-             "trace=" + ",".join(calls), "-p", str(pid)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        hglib.on_cleanup(self.proc.kill, "strace")
-        time.sleep(hglib.scale(0.5))  # attached to every thread by then
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(10)
-        counts = {}
-        with open(self.out) as f:
-            for line in f:
-                fields = line.split()
-                # % time, seconds, usecs/call, calls, [errors], syscall
-                if len(fields) >= 5 and fields[-1] in self.calls:
-                    counts[fields[-1]] = int(fields[3])
-        return counts
-
-
 def test_bulk_stays_in_pipes_when_reads_come_short():
     # The backend sends 100 KiB at a time, so each read brings less than a
     # pipe holds but more than a buffer does: the bytes still go through
@@ -307,7 +277,7 @@ def test_bulk_stays_in_pipes_when_reads_come_short():
     gw = gateway(src)
     c = open_tunnel(gw)
     assert src.accepted.wait(10), "the backend got no connection"
-    trace = Strace(gw.proc.pid, ["recvfrom", "sendto", "splice"])
+    trace = hglib.Strace(gw.proc.pid, ["recvfrom", "sendto", "splice"])
     src.go.set()
     got = read_exactly(c, src.total + 1, hglib.scale(10))
     counts = trace.stop()
