@@ -63,7 +63,9 @@ enum hg_conn_state {
  * another read that would only say EAGAIN: any new data is a new edge. A
  * splice(2) into a pipe can come back short with bytes left behind (see
  * hg__pipe_read()), so after one only EAGAIN drops it. After a hang-up the
- * socket is read until it says EOF.
+ * socket is read until it says EOF, except that once the peer's FIN is in
+ * (EPOLLRDHUP, no error) a short recv(2) has reached it: that is EOF,
+ * without the read that would return 0.
  */
 enum {
     HG_CLIENT_RD = 1 << 0,
@@ -72,6 +74,8 @@ enum {
     HG_SERVER_WR = 1 << 3,
     HG_CLIENT_HUP = 1 << 4,
     HG_SERVER_HUP = 1 << 5,
+    HG_CLIENT_FIN = 1 << 6,
+    HG_SERVER_FIN = 1 << 7,
 };
 
 /* What a tunnel's sockets are watched for, but see hg__interest(). */
@@ -251,6 +255,15 @@ uint32_t hg_conn_count(const struct hg_worker *w)
     return n;
 }
 
+/* A socket's FIN bit after events: set once the peer's FIN is in, cleared
+ * by an error (the socket then ends in that error, not in EOF). */
+static uint8_t hg__fin(uint8_t ready, uint32_t events, uint8_t fin)
+{
+    if (events & EPOLLERR)
+        return ready & ~fin;
+    return events & EPOLLRDHUP ? ready | fin : ready;
+}
+
 static void hg__client_cb(struct hg_loop *loop, struct hg_io *io,
                           uint32_t events)
 {
@@ -259,6 +272,7 @@ static void hg__client_cb(struct hg_loop *loop, struct hg_io *io,
         c->ready |= HG_CLIENT_RD;
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->ready |= HG_CLIENT_HUP;
+    c->ready = hg__fin(c->ready, events, HG_CLIENT_FIN);
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->ready |= HG_CLIENT_WR;
     switch (c->state) {
@@ -293,6 +307,7 @@ static void hg__server_cb(struct hg_loop *loop, struct hg_io *io,
         c->ready |= HG_SERVER_RD;
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->ready |= HG_SERVER_HUP;
+    c->ready = hg__fin(c->ready, events, HG_SERVER_FIN);
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->ready |= HG_SERVER_WR;
     if (c->state == HG_CONN_CONNECTING)
@@ -546,7 +561,7 @@ static int hg__connect_one(struct hg_conn *c)
         return rc;
     }
     c->sio.fd = fd;
-    c->ready &= ~(HG_SERVER_RD | HG_SERVER_WR | HG_SERVER_HUP);
+    c->ready &= ~(HG_SERVER_RD | HG_SERVER_WR | HG_SERVER_HUP | HG_SERVER_FIN);
     c->unwatched &= 0x03; /* a new backend socket: watched for all */
     int rc = hg_io_add(&c->w->loop, &c->sio, HG_TUNNEL_EVENTS);
     if (rc < 0) {
@@ -850,10 +865,13 @@ static int hg__read_result(struct hg_conn *c, enum hg_dir dir, ssize_t n,
     struct hg_flow *f = up ? &c->up : &c->down;
     uint8_t rd = up ? HG_CLIENT_RD : HG_SERVER_RD;
     uint8_t hup = up ? HG_CLIENT_HUP : HG_SERVER_HUP;
+    uint8_t fin = up ? HG_CLIENT_FIN : HG_SERVER_FIN;
     if (n > 0) {
         /* A pipe read short of the pipe but over a buffer is still bulk. */
         f->bulk = (size_t)n >= HG_BUF_SIZE;
-        if (drained && !(c->ready & hup))
+        if (drained && (c->ready & fin))
+            f->eof = true;
+        else if (drained && !(c->ready & hup))
             c->ready &= ~rd;
         c->t_last = c->w->loop.now;
         return 1;

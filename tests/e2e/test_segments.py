@@ -8,7 +8,8 @@ received (TCP_INFO, tcpi_segs_in) at the far end:
 - the backend connect's last handshake ACK rides on the ClientHello, which
   the gateway already holds when it connects;
 - when a side sends its last bytes and its FIN together, the gateway
-  passes them on together, one segment, in either direction.
+  passes them on together, one segment, in either direction, and hears
+  the FIN without a read of its own.
 """
 
 import os
@@ -122,6 +123,41 @@ def test_last_bytes_and_fin_up_in_one_segment():
                              client=f"127.0.0.1:{t.client.local[1]}")
     assert line["term"] == "--" and line["reason"] == "eof", line
     assert line["bytes_up"] == str(len(t.hello) + len(words)), line
+    t.close()
+
+
+def test_fin_needs_no_read_of_its_own():
+    # Last bytes and FIN in one segment, each way: one read each, which
+    # also tells EOF, not a second read to hear it.
+    t = Tunnel()
+    trace = hglib.Strace(t.gw.proc.pid, ["recvfrom"])
+    down, up = os.urandom(300), os.urandom(200)
+    last_words(t.backend, down)
+    assert recv_to_eof(t.client.sock) == down
+    last_words(t.client.sock, up)
+    assert recv_to_eof(t.backend) == up
+    line = gwlib.wait_access(t.gw, route="seg",
+                             client=f"127.0.0.1:{t.client.local[1]}")
+    assert line["term"] == "--" and line["reason"] == "eof", line
+    calls = trace.stop()
+    assert calls.get("recvfrom") == 2, calls
+    t.close()
+
+
+def test_reset_after_last_bytes_is_not_eof():
+    # Bytes, then a reset in place of a FIN: the client gets the bytes,
+    # and the access log says the backend reset the tunnel.
+    t = Tunnel()
+    words = os.urandom(300)
+    t.backend.send(words)
+    t.backend.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                         struct.pack("ii", 1, 0))
+    t.backend.close()
+    got = recv_to_eof(t.client.sock)
+    line = gwlib.wait_access(t.gw, route="seg",
+                             client=f"127.0.0.1:{t.client.local[1]}")
+    assert line["term"] == "SD" and line["reason"] == "server_reset", line
+    assert got == words, len(got)
     t.close()
 
 
