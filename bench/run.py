@@ -316,6 +316,13 @@ def ours_ns():
     return cpu_ns_tree(os.getpid()) + done
 
 
+def tcp_out_segs():
+    """TCP segments the machine has sent (/proc/net/snmp, Tcp OutSegs)."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("OutSegs")])
+
+
 def children_ns():
     """CPU time in ns of this process's children already waited for."""
     t = os.times()
@@ -922,7 +929,8 @@ class Bench:
         top = max(clean, key=lambda s: s["achieved"], default=None)
         at = [s for s in st["steps"]
               if s["rate"] == self.size("storm_cpu_rate")]
-        keys = ("cpu_us_per_conn", "kernel_us_per_conn", "tools_us_per_conn")
+        keys = ("cpu_us_per_conn", "kernel_us_per_conn", "tools_us_per_conn",
+                "segs_per_conn")
         return {"conns_per_s": top["achieved"] if top else 0.0,
                 "steps": st["steps"], "stop": st["stop"],
                 # No step failed: the figure is a floor, not the limit.
@@ -939,12 +947,14 @@ class Bench:
             return None
         cpu0, k0 = peer.cpu_ns(), peer.kernel_ns()
         t0 = children_ns() + cpu_ns_tree(self.backend.proc.pid)
+        segs0 = tcp_out_segs()
         r = hgload(self.tools, peer.addr, "storm",
                    ["--rate", rate, "--duration", step_s, "--max-conns",
                     count, "--src-ips", 16, "--timeout-ms", 2000],
                    self.out, 60)
         cpu1, k1 = peer.cpu_ns(), peer.kernel_ns()
         t1 = children_ns() + cpu_ns_tree(self.backend.proc.pid)
+        segs = tcp_out_segs() - segs0
         ok = r["ok"]
         cpu_us = (cpu1 - cpu0) / ok / 1000 \
             if cpu0 is not None and ok else None
@@ -961,7 +971,8 @@ class Bench:
                             "clean": clean, "p99_ms": p99_ms,
                             "cpu_us_per_conn": cpu_us,
                             "kernel_us_per_conn": kernel_us,
-                            "tools_us_per_conn": tools_us})
+                            "tools_us_per_conn": tools_us,
+                            "segs_per_conn": segs / ok if ok else None})
         if errs:
             st["stop"] = f"errors at {rate:,}/s: {errs}"
         elif short or slow:
@@ -1110,7 +1121,8 @@ def summary_line(w, r):
                      "kernel_us_per_msg_sat", "tools_us_per_msg_sat"],
             "bulk": [k for k in r if k.startswith("bytes_per_s")],
             "storm": ["conns_per_s", "stop", "cpu_us_per_conn",
-                      "kernel_us_per_conn", "tools_us_per_conn"],
+                      "kernel_us_per_conn", "tools_us_per_conn",
+                      "segs_per_conn"],
             "cpu": ["ir_per_msg", "syscalls_per_msg"]}[w]
     return ", ".join(f"{k}={r.get(k)}" for k in keys)
 
@@ -1161,6 +1173,8 @@ METRICS = [
      "high", False),
     ("proxy CPU per connection (storm, at a fixed step)", "storm",
      "cpu_us_per_conn", "us", "low", False),
+    ("TCP segments per connection, every side (storm, at a fixed step)",
+     "storm", "segs_per_conn", "calls", "low", False),
     ("instructions per message (callgrind, 1 worker)", "cpu", "ir_per_msg",
      "ir", "low", False),
     ("system calls per message (strace -c, 1 worker)", "cpu",
@@ -1731,8 +1745,12 @@ METHOD = """\
   a clean step achieved; at most {storm_total} connections per peer. Proxy
   CPU per connection is measured the same way over the
   {storm_cpu_rate}/s step (the table) and over the step that gave each
-  peer's figure (what limits it). When a peer fails no step, its figure is
-  only a floor and the target is not decided.
+  peer's figure (what limits it). TCP segments per connection: every
+  segment the machine sent over that {storm_cpu_rate}/s step (`OutSegs` of
+  /proc/net/snmp: the load generator's, the proxy's and the backend's)
+  ÷ the connections; every one costs CPU at both ends on loopback. When a
+  peer fails no step, its figure is only a floor and the target is not
+  decided.
 - cpu: the proxy alone runs with one worker (hubgate `workers: 1`, HAProxy
   `nbthread 1`, NGINX `master_process off` and `worker_processes 1`) under
   `valgrind --tool=callgrind`, then under `strace -f -c`, in front of
