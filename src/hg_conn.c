@@ -63,9 +63,9 @@ enum hg_conn_state {
  * another read that would only say EAGAIN: any new data is a new edge. A
  * splice(2) into a pipe can come back short with bytes left behind (see
  * hg__pipe_read()), so after one only EAGAIN drops it. After a hang-up the
- * socket is read until it says EOF, except that once the peer's FIN is in
- * (EPOLLRDHUP, no error) a short recv(2) has reached it: that is EOF,
- * without the read that would return 0.
+ * socket is read until it says EOF. recv(2) also stops short at TCP urgent
+ * data (which a TLS peer never sends; its one byte is dropped): on a socket
+ * that has had some, only EAGAIN drops readiness.
  */
 enum {
     HG_CLIENT_RD = 1 << 0,
@@ -74,12 +74,12 @@ enum {
     HG_SERVER_WR = 1 << 3,
     HG_CLIENT_HUP = 1 << 4,
     HG_SERVER_HUP = 1 << 5,
-    HG_CLIENT_FIN = 1 << 6,
-    HG_SERVER_FIN = 1 << 7,
+    HG_CLIENT_URG = 1 << 6,
+    HG_SERVER_URG = 1 << 7,
 };
 
 /* What a tunnel's sockets are watched for, but see hg__interest(). */
-#define HG_TUNNEL_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+#define HG_TUNNEL_EVENTS (EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP | EPOLLET)
 
 /* One direction of a tunnel. */
 struct hg_flow {
@@ -255,15 +255,6 @@ uint32_t hg_conn_count(const struct hg_worker *w)
     return n;
 }
 
-/* A socket's FIN bit after events: set once the peer's FIN is in, cleared
- * by an error (the socket then ends in that error, not in EOF). */
-static uint8_t hg__fin(uint8_t ready, uint32_t events, uint8_t fin)
-{
-    if (events & EPOLLERR)
-        return ready & ~fin;
-    return events & EPOLLRDHUP ? ready | fin : ready;
-}
-
 static void hg__client_cb(struct hg_loop *loop, struct hg_io *io,
                           uint32_t events)
 {
@@ -272,7 +263,8 @@ static void hg__client_cb(struct hg_loop *loop, struct hg_io *io,
         c->ready |= HG_CLIENT_RD;
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->ready |= HG_CLIENT_HUP;
-    c->ready = hg__fin(c->ready, events, HG_CLIENT_FIN);
+    if (events & EPOLLPRI)
+        c->ready |= HG_CLIENT_RD | HG_CLIENT_URG;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->ready |= HG_CLIENT_WR;
     switch (c->state) {
@@ -307,7 +299,8 @@ static void hg__server_cb(struct hg_loop *loop, struct hg_io *io,
         c->ready |= HG_SERVER_RD;
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->ready |= HG_SERVER_HUP;
-    c->ready = hg__fin(c->ready, events, HG_SERVER_FIN);
+    if (events & EPOLLPRI)
+        c->ready |= HG_SERVER_RD | HG_SERVER_URG;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->ready |= HG_SERVER_WR;
     if (c->state == HG_CONN_CONNECTING)
@@ -405,7 +398,8 @@ static void hg__hello_read(struct hg_conn *c)
                        n < 0 ? strerror(errno) : NULL);
             return;
         }
-        if ((size_t)n < c->hcap - c->hlen && !(c->ready & HG_CLIENT_HUP))
+        if ((size_t)n < c->hcap - c->hlen &&
+            !(c->ready & (HG_CLIENT_HUP | HG_CLIENT_URG)))
             c->ready &= ~HG_CLIENT_RD;
         c->hlen += (uint32_t)n;
         enum hg_hello_rc rc = hg_hello_parse(c->hello, c->hbuf, c->hlen);
@@ -561,7 +555,7 @@ static int hg__connect_one(struct hg_conn *c)
         return rc;
     }
     c->sio.fd = fd;
-    c->ready &= ~(HG_SERVER_RD | HG_SERVER_WR | HG_SERVER_HUP | HG_SERVER_FIN);
+    c->ready &= ~(HG_SERVER_RD | HG_SERVER_WR | HG_SERVER_HUP | HG_SERVER_URG);
     c->unwatched &= 0x03; /* a new backend socket: watched for all */
     int rc = hg_io_add(&c->w->loop, &c->sio, HG_TUNNEL_EVENTS);
     if (rc < 0) {
@@ -680,7 +674,9 @@ static uint32_t hg__interest(const struct hg_conn *c, enum hg_dir dir)
     if (!hg__flow_full(f) || f->eof || !(c->ready & rd))
         return HG_TUNNEL_EVENTS;
     bool blocked = hg__in_flight(g) && !(c->ready & wr);
-    return (HG_TUNNEL_EVENTS & ~(EPOLLIN | EPOLLOUT)) |
+    /* EPOLLPRI too: the kernel wakes it for any data. Urgent data shows
+     * once the socket is watched for all again, as epoll polls it then. */
+    return (HG_TUNNEL_EVENTS & ~(EPOLLIN | EPOLLPRI | EPOLLOUT)) |
            (blocked ? EPOLLOUT : 0);
 }
 
@@ -864,14 +860,12 @@ static int hg__read_result(struct hg_conn *c, enum hg_dir dir, ssize_t n,
     bool up = dir == HG_DIR_UP;
     struct hg_flow *f = up ? &c->up : &c->down;
     uint8_t rd = up ? HG_CLIENT_RD : HG_SERVER_RD;
-    uint8_t hup = up ? HG_CLIENT_HUP : HG_SERVER_HUP;
-    uint8_t fin = up ? HG_CLIENT_FIN : HG_SERVER_FIN;
+    uint8_t more =
+        up ? HG_CLIENT_HUP | HG_CLIENT_URG : HG_SERVER_HUP | HG_SERVER_URG;
     if (n > 0) {
         /* A pipe read short of the pipe but over a buffer is still bulk. */
         f->bulk = (size_t)n >= HG_BUF_SIZE;
-        if (drained && (c->ready & fin))
-            f->eof = true;
-        else if (drained && !(c->ready & hup))
+        if (drained && !(c->ready & more))
             c->ready &= ~rd;
         c->t_last = c->w->loop.now;
         return 1;
@@ -937,6 +931,11 @@ static int hg__flow_write(struct hg_conn *c, struct hg_flow *f, int fd,
     c->t_last = c->w->loop.now; /* a reader draining slowly is not idle */
     if (f->off < f->len)
         return 1;
+    /* The hello is out, with the handshake's last ACK: from now on the
+     * backend's bytes are acknowledged at once, or a backend that answers
+     * in two writes would wait for a delayed ACK before its second. */
+    if (f->heap)
+        hg_net_quick_ack(fd);
     hg__flow_release(c, f);
     return 1;
 }

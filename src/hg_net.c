@@ -89,6 +89,14 @@ int hg_net_delay_ack(int fd)
     return 0;
 }
 
+int hg_net_quick_ack(int fd)
+{
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one)) < 0)
+        return -errno;
+    return 0;
+}
+
 int hg_net_keepalive(int fd, unsigned idle_s)
 {
     int one = 1, idle = (int)idle_s, intvl = 30, cnt = 4;

@@ -38,10 +38,14 @@ int hg_net_nodelay(int fd);
 /*
  * Lets fd's ACKs wait for data to ride on (TCP_QUICKACK off, the kernel's
  * interactive mode): set before connect(2), the handshake's last ACK goes
- * with the first bytes sent. The kernel leaves the mode by itself the
- * first time a delayed ACK has to go alone.
+ * with the first bytes sent. Leave it with hg_net_quick_ack() once they
+ * are sent.
  */
 int hg_net_delay_ack(int fd);
+
+/* Back to acknowledging at once (TCP_QUICKACK on); an ACK held back goes
+ * now. */
+int hg_net_quick_ack(int fd);
 
 /* SO_KEEPALIVE on, first probe after idle_s, then every 30 s, 4 at most. */
 int hg_net_keepalive(int fd, unsigned idle_s);

@@ -8,8 +8,11 @@ received (TCP_INFO, tcpi_segs_in) at the far end:
 - the backend connect's last handshake ACK rides on the ClientHello, which
   the gateway already holds when it connects;
 - when a side sends its last bytes and its FIN together, the gateway
-  passes them on together, one segment, in either direction, and hears
-  the FIN without a read of its own.
+  passes them on together, one segment, in either direction.
+
+And what must not come of either: a backend answering in two writes waits
+for no delayed ACK; urgent data, on which recv(2) stops short, neither
+stalls the stream nor ends it.
 """
 
 import os
@@ -126,22 +129,61 @@ def test_last_bytes_and_fin_up_in_one_segment():
     t.close()
 
 
-def test_fin_needs_no_read_of_its_own():
-    # Last bytes and FIN in one segment, each way: one read each, which
-    # also tells EOF, not a second read to hear it.
-    t = Tunnel()
-    trace = hglib.Strace(t.gw.proc.pid, ["recvfrom"])
-    down, up = os.urandom(300), os.urandom(200)
-    last_words(t.backend, down)
-    assert recv_to_eof(t.client.sock) == down
-    last_words(t.client.sock, up)
-    assert recv_to_eof(t.backend) == up
-    line = gwlib.wait_access(t.gw, route="seg",
-                             client=f"127.0.0.1:{t.client.local[1]}")
-    assert line["term"] == "--" and line["reason"] == "eof", line
-    calls = trace.stop()
-    assert calls.get("recvfrom") == 2, calls
-    t.close()
+def test_backend_answering_in_two_writes_waits_for_no_delayed_ack():
+    # A backend with Nagle on (the default) sends its second small write
+    # only once its first is acknowledged: were the gateway still delaying
+    # its ACKs, that would take the 40 ms of the kernel's delayed ACK.
+    waits = []
+    for _ in range(3):
+        t = Tunnel()
+        start = time.monotonic()
+        t.backend.send(b"a" * 100)
+        t.backend.send(b"b" * 100)
+        assert t.client.recv_exactly(200) == b"a" * 100 + b"b" * 100
+        waits.append(time.monotonic() - start)
+        t.close()
+    assert min(waits) < 0.02, [f"{w * 1000:.1f} ms" for w in waits]
+
+
+def urgent_burst(sock, before, after, fin):
+    """before, one byte of TCP urgent data, after (and the FIN), in one
+    segment: recv(2) stops short at the urgent mark."""
+    sock.send(before, socket.MSG_MORE)
+    sock.send(b"U", socket.MSG_OOB | socket.MSG_MORE)
+    sock.send(after, socket.MSG_MORE if fin else 0)
+    if fin:
+        sock.shutdown(socket.SHUT_WR)
+
+
+def recv_n(sock, n):
+    sock.settimeout(hglib.scale(5))
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(65536)
+        assert chunk, f"EOF after {len(data)} of {n} bytes"
+        data += chunk
+    return data
+
+
+def test_urgent_data_neither_stalls_nor_ends_the_stream():
+    # The urgent byte itself is dropped (TLS never sends one); every byte
+    # around it arrives, whether or not the FIN follows, both ways.
+    before, after = b"A" * 1000, b"B" * 1000
+    for fin in (False, True):
+        t = Tunnel()
+        urgent_burst(t.client.sock, before, after, fin)
+        got = recv_to_eof(t.backend) if fin else \
+            recv_n(t.backend, len(before + after))
+        assert got == before + after, (fin, len(got))
+        urgent_burst(t.backend, before, after, fin)
+        got = recv_to_eof(t.client.sock) if fin else \
+            recv_n(t.client.sock, len(before + after))
+        assert got == before + after, (fin, len(got))
+        if fin:
+            line = gwlib.wait_access(t.gw, route="seg",
+                                     client=f"127.0.0.1:{t.client.local[1]}")
+            assert line["term"] == "--" and line["reason"] == "eof", line
+        t.close()
 
 
 def test_reset_after_last_bytes_is_not_eof():
