@@ -327,6 +327,17 @@ class Client:
             self.sock.close()
 
 
+def recv_to_eof(sock, timeout=5.0):
+    """Every byte until the peer's FIN; raises on a reset or a timeout."""
+    sock.settimeout(hglib.scale(timeout))
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def exchange(gw_addr, backend, data, reply_len, source=None, n_before=None):
     """Connects to gw_addr, sends data (hello + anything), waits for the
     backend's new connection to hold all of data and for reply_len bytes

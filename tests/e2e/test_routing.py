@@ -303,17 +303,6 @@ routes:
 """)
 
 
-def recv_to_eof(sock, timeout):
-    """Every byte until the peer's FIN; raises on a reset or a timeout."""
-    sock.settimeout(hglib.scale(timeout))
-    data = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-
-
 def test_half_close_backend_first():
     # The backend answers and half-closes first; the client keeps sending,
     # then half-closes too. The gateway closes both sockets with a FIN
@@ -335,7 +324,7 @@ def test_half_close_backend_first():
             s.sendall(reply)
             s.shutdown(socket.SHUT_WR)
             try:
-                got["data"] = data + recv_to_eof(s, 10)
+                got["data"] = data + gwlib.recv_to_eof(s, 10)
             except OSError as e:
                 got["error"] = repr(e)
 
@@ -345,7 +334,7 @@ def test_half_close_backend_first():
     gw = one_route_gateway(f"{host}:{port}", "back")
     c = gwlib.Client(gw.listen_addrs[0])
     c.send(sent)
-    assert recv_to_eof(c.sock, 10) == reply
+    assert gwlib.recv_to_eof(c.sock, 10) == reply
     c.send(after)
     c.shutdown_write()
     t.join(hglib.scale(10))

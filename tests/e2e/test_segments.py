@@ -43,16 +43,6 @@ def last_words(sock, data):
     sock.shutdown(socket.SHUT_WR)
 
 
-def recv_to_eof(sock):
-    sock.settimeout(hglib.scale(5))
-    data = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-
-
 class Tunnel:
     """A client routed through a fresh gateway to a backend socket the test
     holds; both ends have seen the ClientHello pass."""
@@ -104,7 +94,7 @@ def test_last_bytes_and_fin_down_in_one_segment():
     before = segs(t.client.sock)
     words = os.urandom(300)
     last_words(t.backend, words)
-    assert recv_to_eof(t.client.sock) == words
+    assert gwlib.recv_to_eof(t.client.sock) == words
     after = segs(t.client.sock)
     assert after[0] - before[0] == 1, (before, after)
     t.close()
@@ -115,13 +105,13 @@ def test_last_bytes_and_fin_up_in_one_segment():
     before = segs(t.backend)
     words = os.urandom(300)
     last_words(t.client.sock, words)
-    assert recv_to_eof(t.backend) == words
+    assert gwlib.recv_to_eof(t.backend) == words
     after = segs(t.backend)
     assert after[0] - before[0] == 1, (before, after)
     # The tunnel still ends cleanly once the backend is done too.
     reply = os.urandom(100)
     last_words(t.backend, reply)
-    assert recv_to_eof(t.client.sock) == reply
+    assert gwlib.recv_to_eof(t.client.sock) == reply
     line = gwlib.wait_access(t.gw, route="seg",
                              client=f"127.0.0.1:{t.client.local[1]}")
     assert line["term"] == "--" and line["reason"] == "eof", line
@@ -172,11 +162,11 @@ def test_urgent_data_neither_stalls_nor_ends_the_stream():
     for fin in (False, True):
         t = Tunnel()
         urgent_burst(t.client.sock, before, after, fin)
-        got = recv_to_eof(t.backend) if fin else \
+        got = gwlib.recv_to_eof(t.backend) if fin else \
             recv_n(t.backend, len(before + after))
         assert got == before + after, (fin, len(got))
         urgent_burst(t.backend, before, after, fin)
-        got = recv_to_eof(t.client.sock) if fin else \
+        got = gwlib.recv_to_eof(t.client.sock) if fin else \
             recv_n(t.client.sock, len(before + after))
         assert got == before + after, (fin, len(got))
         if fin:
@@ -195,7 +185,7 @@ def test_reset_after_last_bytes_is_not_eof():
     t.backend.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                          struct.pack("ii", 1, 0))
     t.backend.close()
-    got = recv_to_eof(t.client.sock)
+    got = gwlib.recv_to_eof(t.client.sock)
     line = gwlib.wait_access(t.gw, route="seg",
                              client=f"127.0.0.1:{t.client.local[1]}")
     assert line["term"] == "SD" and line["reason"] == "server_reset", line
@@ -217,7 +207,7 @@ def test_fin_waits_for_bytes_the_reader_has_no_room_for():
 
     threading.Thread(target=send, daemon=True).start()
     time.sleep(0.3)
-    got = recv_to_eof(t.client.sock)
+    got = gwlib.recv_to_eof(t.client.sock)
     assert done.wait(hglib.scale(5))
     assert got == words, (len(got), len(words))
     t.close()
