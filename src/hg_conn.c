@@ -547,7 +547,7 @@ static int hg__connect_one(struct hg_conn *c)
     const struct hg_config *cfg = c->wcfg->cfg;
     hg_net_nodelay(fd); /* keepalive comes later: hg__forward_timer() */
     /* The ClientHello is in hand: the handshake's last ACK rides on it. */
-    hg_net_delay_ack(fd);
+    hg_net_quick_ack(fd, false);
     if (connect(fd, &c->backend.sa, hg_net_len(&c->backend.sa)) < 0 &&
         errno != EINPROGRESS) {
         int rc = -errno;
@@ -919,7 +919,7 @@ static int hg__flow_write(struct hg_conn *c, struct hg_flow *f, int fd,
 {
     if (!(c->ready & wr_bit))
         return 0;
-    /* The source has sent its FIN: these are its last bytes, and the FIN
+    /* The source has hung up: these are its last bytes, and the FIN
      * passed on next rides on their segment. */
     uint8_t src_hup = wr_bit == HG_SERVER_WR ? HG_CLIENT_HUP : HG_SERVER_HUP;
     int more = c->ready & src_hup ? MSG_MORE : 0;
@@ -935,7 +935,7 @@ static int hg__flow_write(struct hg_conn *c, struct hg_flow *f, int fd,
      * backend's bytes are acknowledged at once, or a backend that answers
      * in two writes would wait for a delayed ACK before its second. */
     if (f->heap)
-        hg_net_quick_ack(fd);
+        hg_net_quick_ack(fd, true);
     hg__flow_release(c, f);
     return 1;
 }

@@ -81,18 +81,10 @@ int hg_net_nodelay(int fd)
     return 0;
 }
 
-int hg_net_delay_ack(int fd)
+int hg_net_quick_ack(int fd, bool on)
 {
-    int zero = 0;
-    if (setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &zero, sizeof(zero)) < 0)
-        return -errno;
-    return 0;
-}
-
-int hg_net_quick_ack(int fd)
-{
-    int one = 1;
-    if (setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one)) < 0)
+    int v = on;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &v, sizeof(v)) < 0)
         return -errno;
     return 0;
 }

@@ -36,16 +36,12 @@ int hg_net_tune(int fd, unsigned keepalive_idle_s);
 int hg_net_nodelay(int fd);
 
 /*
- * Lets fd's ACKs wait for data to ride on (TCP_QUICKACK off, the kernel's
+ * TCP_QUICKACK. Off, fd's ACKs wait for data to ride on (the kernel's
  * interactive mode): set before connect(2), the handshake's last ACK goes
- * with the first bytes sent. Leave it with hg_net_quick_ack() once they
- * are sent.
+ * with the first bytes sent. On again once they are sent, an ACK held back
+ * goes at once, and so do the ones after.
  */
-int hg_net_delay_ack(int fd);
-
-/* Back to acknowledging at once (TCP_QUICKACK on); an ACK held back goes
- * now. */
-int hg_net_quick_ack(int fd);
+int hg_net_quick_ack(int fd, bool on);
 
 /* SO_KEEPALIVE on, first probe after idle_s, then every 30 s, 4 at most. */
 int hg_net_keepalive(int fd, unsigned idle_s);
