@@ -513,6 +513,13 @@ static void hg__connect_next(struct hg_conn *c)
                       c->attempt ? c->reason : "no_address");
             return;
         }
+        if (rc == -EMFILE || rc == -ENFILE) {
+            /* The gateway's lack, not the backend's: no other address. */
+            if (hg_worker_pipes_release(c->w))
+                continue;
+            hg__close(c, "RC", "no_descriptors");
+            return;
+        }
         c->reason = "connect_error";
         c->attempt++;
     }

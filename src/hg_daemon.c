@@ -22,6 +22,9 @@
 #define HG_LISTEN_BACKLOG   4096
 #define HG_RETIRE_CHECK_MS  50
 #define HG_FIRST_RESOLVE_MS 3000
+/* Descriptors besides tunnels and listening sockets: standard streams,
+ * event and signal descriptors, admin connections, resolver sockets. */
+#define HG_FD_SPARE 64
 
 /* A replaced config, kept until every worker has moved past it. */
 struct hg_retired {
@@ -61,6 +64,7 @@ static void hg__close_listeners(struct hg_daemon *d);
 static void hg__exit(struct hg_daemon *d);
 static int hg__signals_open(struct hg_daemon *d);
 static void hg__raise_nofile(void);
+static void hg__budget_pipes(struct hg_daemon *d, const struct hg_config *cfg);
 static unsigned hg__ncpu(void);
 static int hg__start_workers(struct hg_daemon *d);
 static void hg__teardown(struct hg_daemon *d);
@@ -139,6 +143,7 @@ static int hg__setup(struct hg_daemon *d, struct hg_config *cfg)
     d->cfg = cfg;
     atomic_store(&d->published, cfg);
     d->nworkers = cfg->workers ? cfg->workers : hg__ncpu();
+    hg__budget_pipes(d, cfg);
     if (hg_loop_init(&d->loop) < 0)
         return -1;
     d->retire_timer.cb = hg__retire_cb;
@@ -376,6 +381,7 @@ static void hg__publish(struct hg_daemon *d, struct hg_config *cfg)
     r->cfg = d->cfg;
     d->cfg = cfg;
     pthread_mutex_unlock(&d->cfg_lock);
+    hg__budget_pipes(d, cfg);
     atomic_store(&d->published, cfg);
     r->until_gen = atomic_load(&d->gen) + 1;
     hg__mark_socks(d, cfg, r->until_gen);
@@ -598,6 +604,40 @@ static void hg__raise_nofile(void)
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
+}
+
+/*
+ * Pipes may hold only descriptors that tunnels cannot need. With a
+ * max_connections on every listener that is what the open files limit
+ * leaves after two descriptors per connection and HG_FD_SPARE, plus two
+ * listening sockets per listener and worker (old and new across a reload);
+ * with a listener unbounded, a quarter of the limit.
+ */
+static void hg__budget_pipes(struct hg_daemon *d, const struct hg_config *cfg)
+{
+    uint64_t most = (uint64_t)d->nworkers * HG_PIPE_MAX * 2;
+    uint64_t limit = most * 4;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        limit = rl.rlim_cur;
+    uint64_t conns = 0;
+    bool bounded = true;
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        bounded = bounded && cfg->listeners[i].max_conns != 0;
+        conns += cfg->listeners[i].max_conns;
+    }
+    uint64_t need =
+        HG_FD_SPARE + 2 * (uint64_t)cfg->nlisteners * d->nworkers + 2 * conns;
+    uint64_t budget = limit / 4;
+    if (bounded) {
+        budget = limit > need ? limit - need : 0;
+        if (limit < need)
+            hg_log_warn("max_connections allow %llu connections, which need "
+                        "%llu descriptors; the open files limit is %llu",
+                        (unsigned long long)conns, (unsigned long long)need,
+                        (unsigned long long)limit);
+    }
+    atomic_store(&d->pipe_fds_max, (unsigned)(budget < most ? budget : most));
 }
 
 static unsigned hg__ncpu(void)

@@ -37,6 +37,11 @@ struct hg_daemon {
     unsigned nworkers;
     struct hg_listen_sock *socks;
 
+    /* Descriptors held by pipes, in use or kept, in all workers; and what
+     * they may hold, set from each config (hg_worker_pipe_get()). */
+    atomic_uint pipe_fds;
+    atomic_uint pipe_fds_max;
+
     atomic_bool ready;    /* listening and not draining */
     atomic_bool draining; /* SIGTERM seen */
 

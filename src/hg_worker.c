@@ -91,13 +91,7 @@ void hg_worker_join(struct hg_worker *w)
     close(w->cmd_io.fd);
     for (uint32_t i = 0; i < w->nbufs; i++)
         free(w->bufs[i]);
-    while (w->pipes != NULL) {
-        struct hg_pipe *p = w->pipes;
-        w->pipes = p->next;
-        close(p->fd[0]);
-        close(p->fd[1]);
-        free(p);
-    }
+    hg_worker_pipes_release(w);
     free(w->bufs);
     while (w->paces != NULL) {
         struct hg_pace *p = w->paces;
@@ -122,22 +116,52 @@ void hg_worker_buf_put(struct hg_worker *w, void *buf)
         free(buf);
 }
 
+/*
+ * Tunnels come first: a new pipe's two descriptors are taken only within
+ * the budget that the daemon leaves after what max_connections may need.
+ */
+static struct hg_pipe *hg__pipe_new(struct hg_worker *w)
+{
+    struct hg_daemon *d = w->daemon;
+    if (w->pipes_used >= HG_PIPE_MAX)
+        return NULL;
+    if (atomic_fetch_add(&d->pipe_fds, 2) + 2 > atomic_load(&d->pipe_fds_max))
+        goto none;
+    struct hg_pipe *p = malloc(sizeof(*p));
+    if (p == NULL)
+        goto none;
+    if (pipe2(p->fd, O_NONBLOCK | O_CLOEXEC) < 0) {
+        free(p);
+        goto none;
+    }
+    /* Larger pipes move bulk in fewer splices; the default is 64 KiB. */
+    int size = fcntl(p->fd[1], F_SETPIPE_SZ, HG_PIPE_SIZE);
+    p->size = size > 0 ? (uint32_t)size : 64 * 1024;
+    return p;
+none:
+    atomic_fetch_sub(&d->pipe_fds, 2);
+    return NULL;
+}
+
+static void hg__pipe_free(struct hg_worker *w, struct hg_pipe *p)
+{
+    close(p->fd[0]);
+    close(p->fd[1]);
+    free(p);
+    atomic_fetch_sub(&w->daemon->pipe_fds, 2);
+}
+
 struct hg_pipe *hg_worker_pipe_get(struct hg_worker *w)
 {
+    struct hg_daemon *d = w->daemon;
+    if (atomic_load(&d->pipe_fds) > atomic_load(&d->pipe_fds_max))
+        hg_worker_pipes_release(w); /* a reload lowered the budget */
     struct hg_pipe *p = w->pipes;
     if (p != NULL) {
         w->pipes = p->next;
         w->npipes--;
-    } else {
-        if (w->pipes_used >= HG_PIPE_MAX || (p = malloc(sizeof(*p))) == NULL)
-            return NULL;
-        if (pipe2(p->fd, O_NONBLOCK | O_CLOEXEC) < 0) {
-            free(p);
-            return NULL;
-        }
-        /* Larger pipes move bulk in fewer splices; the default is 64 KiB. */
-        int size = fcntl(p->fd[1], F_SETPIPE_SZ, HG_PIPE_SIZE);
-        p->size = size > 0 ? (uint32_t)size : 64 * 1024;
+    } else if ((p = hg__pipe_new(w)) == NULL) {
+        return NULL;
     }
     w->pipes_used++;
     return p;
@@ -146,15 +170,29 @@ struct hg_pipe *hg_worker_pipe_get(struct hg_worker *w)
 void hg_worker_pipe_put(struct hg_worker *w, struct hg_pipe *p, bool clean)
 {
     w->pipes_used--;
-    if (clean && w->npipes < HG_PIPE_CACHE) {
+    /* A reload may have lowered the budget: then nothing is kept. */
+    if (clean && w->npipes < HG_PIPE_CACHE &&
+        atomic_load(&w->daemon->pipe_fds) <=
+            atomic_load(&w->daemon->pipe_fds_max)) {
         p->next = w->pipes;
         w->pipes = p;
         w->npipes++;
         return;
     }
-    close(p->fd[0]);
-    close(p->fd[1]);
-    free(p);
+    hg__pipe_free(w, p);
+}
+
+bool hg_worker_pipes_release(struct hg_worker *w)
+{
+    if (w->pipes == NULL)
+        return false;
+    while (w->pipes != NULL) {
+        struct hg_pipe *p = w->pipes;
+        w->pipes = p->next;
+        hg__pipe_free(w, p);
+    }
+    w->npipes = 0;
+    return true;
 }
 
 /*
@@ -463,6 +501,8 @@ static bool hg__accept_one(struct hg_worker *w, struct hg_wlisten *wl)
         int err = errno;
         if (err == EINTR || err == ECONNABORTED)
             return true;
+        if ((err == EMFILE || err == ENFILE) && hg_worker_pipes_release(w))
+            return true; /* descriptors came free: again */
         if (err != EAGAIN && err != EWOULDBLOCK)
             hg__accept_pause(w, wl, err);
         return false;

@@ -106,7 +106,9 @@ struct hg_worker {
 /*
  * Pipes for splice(2), pooled the same way: a tunnel holds one only while
  * bulk bytes sit in it. HG_PIPE_MAX caps the pipes in use per worker (two
- * descriptors each); past it, bulk goes through buffers.
+ * descriptors each), and the daemon's pipe_fds_max the descriptors that
+ * pipes hold in all workers, kept ones included; past either, bulk goes
+ * through buffers.
  */
 #define HG_PIPE_SIZE  (256 * 1024) /* asked for; the kernel may give less */
 #define HG_PIPE_CACHE 32
@@ -129,6 +131,9 @@ void hg_worker_buf_put(struct hg_worker *w, void *buf);
 struct hg_pipe *hg_worker_pipe_get(struct hg_worker *w);
 /* Returns a pipe; one that may hold bytes (clean false) is closed. */
 void hg_worker_pipe_put(struct hg_worker *w, struct hg_pipe *p, bool clean);
+/* Out of descriptors: closes the pipes kept for reuse. False: there were
+ * none. */
+bool hg_worker_pipes_release(struct hg_worker *w);
 
 /* Counts and, at most once a second, logs a refusal before routing. */
 void hg_worker_refused(struct hg_worker *w, const struct hg_listener_conf *l,

@@ -60,6 +60,7 @@ import ctypes
 import os
 import random
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -392,12 +393,13 @@ class Proc:
     """A child process in its own process group, its output in a file.
 
     Attributes: name, argv, pid, popen, log_path (stdout+stderr, or stdout
-    alone when stderr_path is separate), stderr_path.
+    alone when stderr_path is separate), stderr_path. nofile: the open
+    files limit it runs under.
     """
 
     def __init__(self, argv, name=None, netns=None, env=None, cwd=None,
                  stdin=subprocess.DEVNULL, separate_stderr=False,
-                 pipe_stdout=False):
+                 pipe_stdout=False, nofile=None):
         self.name = name or os.path.basename(argv[0])
         self.netns = netns
         self.argv = list(argv)
@@ -411,11 +413,16 @@ class Proc:
         full_env = dict(os.environ)
         full_env.update(env or {})
         log(f"start {self.name}: {shlex.join(full)}")
+
+        def setup():
+            _child_setup()
+            if nofile is not None:  # soft and hard: the child cannot raise it
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         self.popen = subprocess.Popen(
             full, stdin=stdin,
             stdout=subprocess.PIPE if pipe_stdout else self._out,
             stderr=self._err, env=full_env, cwd=cwd,
-            start_new_session=True, preexec_fn=_child_setup)
+            start_new_session=True, preexec_fn=setup)
         self.pid = self.popen.pid
         self.stopped = False
         _procs.append(self)
@@ -1263,7 +1270,7 @@ class Hubgate:
     """A running hubgate, started by start_hubgate()."""
 
     def __init__(self, yaml_text, netns=None, binary=None, env=None,
-                 args=(), wait_ready=True, name="hubgate"):
+                 args=(), wait_ready=True, name="hubgate", nofile=None):
         self.binary = binary or HUBGATE
         if not os.access(self.binary, os.X_OK):
             raise Skip(f"no hubgate binary at {self.binary} (set HUBGATE)")
@@ -1282,7 +1289,7 @@ class Hubgate:
         full_env.update(env or {})
         self.proc = Proc([self.binary, "-c", self.config_path, *args],
                          name=name, netns=netns, env=full_env,
-                         separate_stderr=True)
+                         separate_stderr=True, nofile=nofile)
         self.stderr_path = self.proc.stderr_path
         self.stopped_rc = None
         if wait_ready:
@@ -1375,7 +1382,7 @@ def start_hubgate(yaml_text, **kw):
     """Writes the YAML to a file, runs `$HUBGATE -c FILE` and waits for
     GET /readyz = 200 on admin.listen (when the YAML has no admin section,
     one on a free loopback port is added). Keywords: netns, binary, env,
-    args, wait_ready. Stopped with SIGKILL at cleanup if the test did not
+    args, wait_ready, nofile (its open files limit, soft and hard). Stopped with SIGKILL at cleanup if the test did not
     stop() it."""
     return Hubgate(yaml_text, **kw)
 

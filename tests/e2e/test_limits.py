@@ -1,7 +1,13 @@
 """A listener's max_connections: connections open at once, in any phase and
 across workers, are bounded; one more is accepted and closed at once and
 counted as `limit`; a slot comes back when a connection closes; a reload
-that raises the bound applies to the next connection."""
+that raises the bound applies to the next connection. Pipes for bulk bytes
+take only descriptors that tunnels cannot need, and a gateway out of
+descriptors says so."""
+
+import os
+import socket
+import time
 
 import gwlib
 import hglib
@@ -73,6 +79,139 @@ def test_max_connections_bounds_every_phase():
         t.close()
     hglib.wait_until(lambda: open_now(gw) == 0, hglib.scale(5),
                      what="none open")
+    gw.stop()
+
+
+def fds(gw, kind=""):
+    """The gateway's open descriptors (those whose link starts with kind)."""
+    d = f"/proc/{gw.proc.pid}/fd"
+    return sum(os.readlink(f"{d}/{n}").startswith(kind)
+               for n in os.listdir(d))
+
+
+def stalled_tunnel(gw, sni=SNI):
+    """A tunnel whose client reads nothing yet, through a small receive
+    buffer: what the backend sends piles up in the gateway."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    s.settimeout(hglib.scale(10))
+    s.connect(hglib.split_hostport(gw.listen_addrs[0]))
+    hglib.on_cleanup(s.close, "stalled client")
+    s.sendall(hglib.tls_records(hglib.client_hello(sni)))
+    return s
+
+
+def read_up_to(c, got, n):
+    """Reads into got until it holds n bytes, the peer closes or nothing
+    comes for the socket's timeout."""
+    try:
+        while len(got) < n:
+            chunk = c.recv(min(1 << 20, n - len(got)))
+            if not chunk:
+                return
+            got += chunk
+    except OSError:
+        pass
+
+
+def bulk_burst(gw, n, block, sni=SNI):
+    """n tunnels at once whose backend sends block, more than the gateway's
+    socket toward the waiting client takes, so that every tunnel holds a
+    pipe full of bytes; then each client reads the block whole."""
+    clients = [stalled_tunnel(gw, sni) for _ in range(n)]
+    time.sleep(hglib.scale(0.5))
+    got = [bytearray() for _ in clients]
+    for c, g in zip(clients, got):
+        read_up_to(c, g, len(block))
+        c.close()
+    short = sum(bytes(g) != block for g in got)
+    assert short == 0, (short, gwlib.access_lines(gw))
+    hglib.wait_until(lambda: open_now(gw) == 0, hglib.scale(5),
+                     what="none open")
+
+
+def test_pipes_leave_descriptors_for_max_connections():
+    # Bulk bytes wait in pipes, two descriptors each, and emptied pipes are
+    # kept for reuse. Under an open files limit that max_connections just
+    # fits, pipes take only what tunnels cannot need: every connection the
+    # limit allows gets through, after a burst of bulk too.
+    limit, nofile = 60, 200
+    block = os.urandom(4 << 20)
+    backend = hglib.CaptureServer(reply=block)
+    port = hglib.free_port()
+    gw = hglib.start_hubgate(config(backend.addr, port, limit), nofile=nofile)
+    for burst in (50, limit):
+        bulk_burst(gw, burst, block)
+    assert gwlib.refused(gw, "tls", "limit") == 0
+    assert not gw.log_lines("open files limit")
+    # A reload to a bound the limit cannot hold is warned of, and leaves
+    # pipes nothing: bulk goes through buffers, and no pipe is kept.
+    gwlib.reload(gw, config(backend.addr, port, 100))
+    gw.wait_log("max_connections allow 100 connections, which need 268 "
+                "descriptors; the open files limit is 200")
+    bulk_burst(gw, 50, block)
+    assert fds(gw, "pipe:") == 0
+    gw.stop()
+
+
+def test_out_of_descriptors_is_the_gateways_lack():
+    # Without max_connections tunnels may take every descriptor: pipes kept
+    # for reuse are given back when one is missing, and a connection that
+    # still gets no backend socket ends as the gateway's lack (RC,
+    # no_descriptors), not as a backend's failure.
+    nofile = 160
+    block = os.urandom(4 << 20)
+    bulk = hglib.CaptureServer(reply=block)
+    echo = hglib.CaptureServer(echo=True)
+    gw = hglib.start_hubgate(f"""
+workers: 1
+timeouts:
+  hello: 60s
+listeners:
+  - name: tls
+    bind: ["127.0.0.1:{hglib.free_port()}"]
+routes:
+  - name: bulk
+    sni: ["bulk.test"]
+    backend: "{bulk.addr}"
+  - name: hub
+    sni: ["{SNI}"]
+    backend: "{echo.addr}"
+""", nofile=nofile)
+    pipes = fds(gw, "pipe:")
+    bulk_burst(gw, 20, block, sni="bulk.test")
+    kept = fds(gw, "pipe:") - pipes
+    assert kept > 0, "no pipe kept for reuse"
+    if (nofile - fds(gw) + kept) % 2 == 0:
+        # So that the last client is accepted but gets no backend socket:
+        # one more descriptor taken by a client still sending its hello.
+        n = fds(gw)
+        half = hglib.RawClient(gw.listen_addrs[0])
+        half.send_chunks([hello()[:20]])
+        hglib.wait_until(lambda: fds(gw) == n + 1, hglib.scale(5),
+                         what="the half hello accepted")
+    want = (nofile - fds(gw) + kept) // 2
+    data = hello()
+    tunnels = []
+    for _ in range(nofile):  # bounded: each takes two descriptors
+        c = hglib.RawClient(gw.listen_addrs[0])
+        c.send_chunks([data])
+        try:
+            c.recv_exactly(len(data))
+        except (EOFError, OSError):
+            break
+        tunnels.append(c)
+    assert len(tunnels) >= want - 1, (len(tunnels), want, kept)
+    line = gwlib.wait_access(gw, term="RC")
+    assert line["reason"] == "no_descriptors", line
+    assert line["route"] == "hub", line
+    assert not gwlib.access_lines(gw, term="SC")
+    n = open_now(gw)
+    for t in tunnels[:2]:  # descriptors back: tunnels again
+        t.close()
+    hglib.wait_until(lambda: open_now(gw) == n - 2, hglib.scale(5),
+                     what="two tunnels closed")
+    tunnels.append(tunnel(gw, data))
     gw.stop()
 
 
