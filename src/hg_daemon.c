@@ -632,10 +632,13 @@ static void hg__budget_pipes(struct hg_daemon *d, const struct hg_config *cfg)
     if (bounded) {
         budget = limit > need ? limit - need : 0;
         if (limit < need)
-            hg_log_warn("max_connections allow %llu connections, which need "
-                        "%llu descriptors; the open files limit is %llu",
-                        (unsigned long long)conns, (unsigned long long)need,
-                        (unsigned long long)limit);
+            hg_log_warn("max_connections allow %llu connections: with two "
+                        "descriptors each and %llu for the rest, %llu, over "
+                        "the open files limit of %llu; bulk goes without "
+                        "pipes",
+                        (unsigned long long)conns,
+                        (unsigned long long)(need - 2 * conns),
+                        (unsigned long long)need, (unsigned long long)limit);
     }
     atomic_store(&d->pipe_fds_max, (unsigned)(budget < most ? budget : most));
 }
