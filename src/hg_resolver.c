@@ -725,6 +725,17 @@ out:
  * Copies the address of sa into a zeroed out, port 0: equal addresses are
  * then equal bytes. Returns false for a family we cannot connect to.
  */
+/*
+ * An IPv4 address a backend can have: not 0.0.0.0/8 (which connect(2)
+ * takes for this host, and DNS filters answer for a blocked name), not
+ * multicast, reserved or broadcast (224.0.0.0 and up).
+ */
+static bool hg__v4_usable(const struct in_addr *a)
+{
+    uint8_t first = ((const uint8_t *)&a->s_addr)[0];
+    return first != 0 && first < 224;
+}
+
 static bool hg__addr_copy(const struct sockaddr *sa,
                           struct sockaddr_storage *out)
 {
@@ -733,9 +744,15 @@ static bool hg__addr_copy(const struct sockaddr *sa,
         struct sockaddr_in *in = (struct sockaddr_in *)out;
         in->sin_family = AF_INET;
         in->sin_addr = ((const struct sockaddr_in *)sa)->sin_addr;
-        return true;
+        return hg__v4_usable(&in->sin_addr);
     }
     if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a =
+            &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_UNSPECIFIED(a) || IN6_IS_ADDR_MULTICAST(a) ||
+            (IN6_IS_ADDR_V4MAPPED(a) &&
+             !hg__v4_usable((const struct in_addr *)&a->s6_addr[12])))
+            return false;
         struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
         in6->sin6_family = AF_INET6;
         in6->sin6_addr = ((const struct sockaddr_in6 *)sa)->sin6_addr;
@@ -770,8 +787,9 @@ static struct hg_addrset *hg__addrset_new(size_t n)
 
 /*
  * Turns an answer into a sorted set without duplicates, and the smallest
- * TTL among its addresses. Returns ARES_SUCCESS with *out owned by the
- * caller, ARES_ENODATA when no address is usable, or ARES_ENOMEM.
+ * TTL among its addresses; addresses no backend can have are left out.
+ * Returns ARES_SUCCESS with *out owned by the caller, ARES_ENODATA when no
+ * address is usable, or ARES_ENOMEM.
  */
 static int hg__addrset_build(const struct ares_addrinfo *res,
                              struct hg_addrset **out, uint64_t *ttl_s)

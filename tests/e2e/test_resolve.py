@@ -12,6 +12,8 @@
   them again, and connections reach it.
 - a reload that fails (a listener cannot bind) sends nothing to the DNS
   server it names: the resolver changes only with the whole reload.
+- answers no backend can have (0.0.0.0, ::, multicast, broadcast) are left
+  out: a name with only those has no address.
 """
 
 import os
@@ -196,6 +198,43 @@ routes:
     m = gw.metrics()
     assert m.value("hubgate_connections_total", listener="tls",
                    route="multi") == n
+    gw.stop()
+
+
+def test_answers_no_backend_can_have_are_left_out():
+    # A DNS filter answers 0.0.0.0 or :: for a name it blocks, and
+    # connect(2) takes those for this host: such answers, multicast and
+    # broadcast are no backend. mixed.test keeps its one real address;
+    # sink.test has none, and its connections reach nothing on this host.
+    port, (local, b15) = backends_on_same_port(["127.0.0.1", "127.0.0.15"])
+    dns = hglib.start_dnsmasq({
+        "mixed.test": ["0.0.0.0", "127.0.0.15", "224.0.0.1",
+                       "255.255.255.255", "::"],
+        "sink.test": ["0.0.0.0", "::", "ff02::1"]}, ttl=60)
+    assert dns.query("sink.test") == (0, ["0.0.0.0"])
+    gw = hglib.start_hubgate(f"""
+resolver: {{servers: ["{dns.server}"], min_ttl: 1s}}
+listeners:
+  - name: tls
+    bind: ["127.0.0.1:{hglib.free_port()}"]
+routes:
+  - name: mixed
+    sni: ["hub.test"]
+    backend: "mixed.test:{port}"
+  - name: sink
+    sni: ["sink.test"]
+    backend: "sink.test:{port}"
+""")
+    addr = gw.listen_addrs[0]
+    m = gw.metrics()
+    assert m.value("hubgate_backend_addresses", route="mixed") == 1
+    assert m.value("hubgate_backend_addresses", route="sink") == 0
+    for _ in range(4):
+        assert landed(addr) == "15"
+        assert landed(addr, "sink.test") is None
+    line = gwlib.wait_access(gw, route="sink")
+    assert (line["term"], line["reason"]) == ("RC", "no_address"), line
+    assert local.count() == 0 and b15.count() == 4
     gw.stop()
 
 
