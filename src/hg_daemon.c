@@ -25,6 +25,11 @@
 /* Descriptors besides tunnels and listening sockets: standard streams,
  * event and signal descriptors, admin connections, resolver sockets. */
 #define HG_FD_SPARE 64
+/* The kernel holds a connection that has sent nothing for this long (one
+ * SYN-ACK retransmission), then hands it over anyway, and timeouts.hello
+ * runs from there; most clients send their hello with the handshake's last
+ * ACK, and the gateway is never woken before it. */
+#define HG_DEFER_ACCEPT_S 1
 
 /* A replaced config, kept until every worker has moved past it. */
 struct hg_retired {
@@ -46,8 +51,7 @@ static int hg__activate_routes(struct hg_daemon *d, struct hg_config *cfg);
 static int hg__activate_stats(struct hg_config *cfg);
 static void hg__runtime_free(struct hg_config *cfg);
 static struct hg_listen_sock *hg__sock_get(struct hg_daemon *d,
-                                           const struct hg_sockaddr *a,
-                                           unsigned defer_s);
+                                           const struct hg_sockaddr *a);
 static void hg__sock_close(struct hg_daemon *d, struct hg_listen_sock *s);
 static void hg__sweep_socks(struct hg_daemon *d);
 static void hg__drop_unserved_socks(struct hg_daemon *d);
@@ -228,14 +232,13 @@ static void hg__mark_socks(struct hg_daemon *d, struct hg_config *cfg,
 
 static int hg__activate_listeners(struct hg_daemon *d, struct hg_config *cfg)
 {
-    unsigned defer_s = (unsigned)((cfg->hello_timeout_ms + 999) / 1000);
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         struct hg_listener_conf *l = &cfg->listeners[i];
         l->socks = calloc(l->nbinds, sizeof(*l->socks));
         if (l->socks == NULL)
             return -1;
         for (size_t b = 0; b < l->nbinds; b++) {
-            l->socks[b] = hg__sock_get(d, &l->binds[b], defer_s);
+            l->socks[b] = hg__sock_get(d, &l->binds[b]);
             if (l->socks[b] == NULL)
                 return -1;
         }
@@ -291,8 +294,8 @@ static void hg__runtime_free(struct hg_config *cfg)
  * The socket set for a bind address: the one already open, or a new one
  * with a socket per worker. Returns NULL (logged) when it cannot bind.
  */
-static struct hg_listen_sock *
-hg__sock_get(struct hg_daemon *d, const struct hg_sockaddr *a, unsigned defer_s)
+static struct hg_listen_sock *hg__sock_get(struct hg_daemon *d,
+                                           const struct hg_sockaddr *a)
 {
     for (struct hg_listen_sock *s = d->socks; s != NULL; s = s->next)
         if (s->addr_len == a->addr_len &&
@@ -310,7 +313,7 @@ hg__sock_get(struct hg_daemon *d, const struct hg_sockaddr *a, unsigned defer_s)
         s->fds[i] = -1;
     for (unsigned i = 0; i < d->nworkers; i++) {
         int fd = hg_net_listen((const struct sockaddr *)&a->addr, a->addr_len,
-                               HG_LISTEN_BACKLOG, defer_s);
+                               HG_LISTEN_BACKLOG, HG_DEFER_ACCEPT_S);
         if (fd < 0) {
             hg_log_error("cannot listen on %s: %s", a->text, strerror(-fd));
             hg__sock_close(d, s);

@@ -231,5 +231,21 @@ def test_refusals():
     gw.stop()
 
 
+def test_silent_client_closed_within_the_hello_timeout():
+    # A client that connects and sends nothing stays the kernel's until it
+    # is accepted anyway (a deferred accept, about a second), then has
+    # timeouts.hello from the gateway: closed and counted well before twice
+    # the timeout.
+    gw, backend, addr = gateway("timeouts:\n  hello: 3s\n")
+    t0 = time.monotonic()
+    c = hglib.RawClient(addr)
+    assert c.closed_by_peer(wait=hglib.scale(10)), "never closed"
+    t = time.monotonic() - t0
+    assert 3.0 <= t < 4.0 + hglib.scale(0.8), f"closed after {t:.2f} s"
+    gwlib.wait_refused(gw, "tls", "hello_timeout", 1)
+    assert backend.count() == 0
+    gw.stop()
+
+
 if __name__ == "__main__":
     hglib.main(globals())
