@@ -246,7 +246,7 @@ static void hg__cfg_max_hello(struct hg__cfg_ctx *ctx, yaml_node_t *node);
 static void hg__cfg_servers(struct hg__cfg_ctx *ctx, yaml_node_t *node);
 static void hg__cfg_resolver(struct hg__cfg_ctx *ctx, yaml_node_t *node);
 static char *hg__cfg_relative(const char *base, const char *name);
-static FILE *hg__cfg_open_list(const char *path, const char **reason);
+static FILE *hg__cfg_open_file(const char *path, const char **reason);
 static int hg__cfg_allow_line(struct hg__cfg_ctx *ctx, struct hg_cidr_set *set,
                               const yaml_node_t *node, const char *path,
                               size_t lineno, char *line, size_t n);
@@ -289,7 +289,7 @@ static void hg__cfg_free_listener(struct hg_listener_conf *l);
 static void hg__cfg_free_route(struct hg_route_conf *r);
 static void hg__cfg_free(struct hg_config *cfg);
 static int hg__cfg_read_file(const char *path, char **text, size_t *len,
-                             int *err);
+                             const char **reason);
 
 /* ---- messages ---------------------------------------------------------- */
 
@@ -1099,11 +1099,12 @@ static char *hg__cfg_relative(const char *base, const char *name)
 }
 
 /*
- * Opens an allow file for reading. Only regular files are read, and the
- * open does not block, so a path to a device or a pipe fails instead of
- * hanging the load. Returns the stream, or NULL with *reason set.
+ * Opens a config or allow file for reading. Only regular files are read,
+ * and the open does not block, so a path to a device or a pipe fails
+ * instead of hanging the load. Returns the stream, or NULL with *reason
+ * set.
  */
-static FILE *hg__cfg_open_list(const char *path, const char **reason)
+static FILE *hg__cfg_open_file(const char *path, const char **reason)
 {
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     struct stat st;
@@ -1212,7 +1213,7 @@ static void hg__cfg_allow_file(struct hg__cfg_ctx *ctx, struct hg_cidr_set *set,
         hg__cfg_nomem(ctx, node);
         return;
     }
-    f = hg__cfg_open_list(path, &reason);
+    f = hg__cfg_open_file(path, &reason);
     if (f == NULL) {
         hg__cfg_error(ctx, node, "cannot read allow file %s: %s",
                       hg__cfg_quote(path, strlen(path), q), reason);
@@ -1705,23 +1706,21 @@ struct hg_config *hg_config_load_buffer(const char *name, const char *text,
 }
 
 /*
- * Reads a whole file into a NUL-terminated buffer owned by the caller.
- * Returns 0, or -1 with *err an errno value (EFBIG: over the size limit).
+ * Reads a whole regular file into a NUL-terminated buffer owned by the
+ * caller. Returns 0, or -1 with *reason set.
  */
 static int hg__cfg_read_file(const char *path, char **text, size_t *len,
-                             int *err)
+                             const char **reason)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f = hg__cfg_open_file(path, reason);
     char *buf = NULL, *p;
     size_t n = 0, cap = 0, got;
 
-    if (f == NULL) {
-        *err = errno;
+    if (f == NULL)
         return -1;
-    }
     for (;;) {
         if (n == cap) {
-            *err = cap >= HG__CFG_FILE_MAX ? EFBIG : ENOMEM;
+            *reason = strerror(cap >= HG__CFG_FILE_MAX ? EFBIG : ENOMEM);
             p = cap >= HG__CFG_FILE_MAX ? NULL : realloc(buf, cap + 65537);
             if (p == NULL)
                 goto free_buf;
@@ -1729,7 +1728,7 @@ static int hg__cfg_read_file(const char *path, char **text, size_t *len,
             cap += 65536;
         }
         got = fread(buf + n, 1, cap - n, f);
-        *err = errno;
+        *reason = strerror(errno);
         if (got == 0 && ferror(f))
             goto free_buf;
         if (got == 0)
@@ -1754,11 +1753,11 @@ struct hg_config *hg_config_load(const char *path, hg_config_error_cb on_error,
     struct hg_config *cfg;
     char *text;
     size_t len;
-    int err;
+    const char *reason;
 
-    if (hg__cfg_read_file(path, &text, &len, &err) != 0) {
+    if (hg__cfg_read_file(path, &text, &len, &reason) != 0) {
         hg__cfg_error_at(&ctx, NULL, path, 0, 0, "cannot read the config: %s",
-                         strerror(err));
+                         reason);
         hg__cfg_flush(&ctx);
         return NULL;
     }

@@ -7,7 +7,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <urcu/urcu-memb.h>
@@ -439,13 +438,6 @@ static void hg__reload(struct hg_daemon *d)
     const char *reason = NULL;
     struct hg_config *cfg;
     hg_log_info("reloading %s", d->config_path);
-    /* A pipe or a device would block the main loop until someone writes. */
-    struct stat st;
-    if (stat(d->config_path, &st) == 0 && !S_ISREG(st.st_mode)) {
-        hg_log_error("%s: not a regular file", d->config_path);
-        cfg = NULL;
-        goto failed;
-    }
     cfg = hg_config_load(d->config_path, hg__log_error, NULL);
     if (cfg == NULL)
         goto failed;

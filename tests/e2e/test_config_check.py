@@ -272,6 +272,19 @@ class ConfigCheck(unittest.TestCase):
         self.assertNotEqual(code, 0)
         self.assertIn(f"{path}: cannot read the config", stderr)
 
+    def test_config_that_is_a_pipe(self):
+        # Opening a FIFO for reading waits for a writer: a config path that
+        # names one is refused at once, by the check and at start-up.
+        path = os.path.join(self.dir.name, "fifo.yaml")
+        os.mkfifo(path)
+        for args in (["-t", "-c", path], ["-c", path]):
+            proc = subprocess.run([HUBGATE, *args], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, timeout=10)
+            stderr = proc.stderr.decode("utf-8", "replace")
+            self.assertNotEqual(proc.returncode, 0, args)
+            self.assertIn(f"{path}: cannot read the config: not a regular "
+                          "file", stderr)
+
     def test_example_passes(self):
         example = os.path.join(SOURCE_DIR, "examples", "hubgate.yaml")
         code, stderr = run_check(example)
