@@ -850,7 +850,7 @@ static char *hg__cfg_name(struct hg__cfg_ctx *ctx, const yaml_node_t *node,
     if (text == NULL)
         return NULL;
     len = strlen(text);
-    if (len > HG__CFG_NAME_MAX || strspn(text, ok) != len) {
+    if (len == 0 || len > HG__CFG_NAME_MAX || strspn(text, ok) != len) {
         hg__cfg_error(ctx, node,
                       "invalid %s name %s (use 1 to %d letters, digits, '-', "
                       "'_', '.')",

@@ -57,6 +57,19 @@ CASES = [
      "    backend: {host: b}\n",
      {}, [("", 7, 14, '"backend" must be a host name, not a mapping')]),
 
+    ("empty names",
+     # 2   - name: ""             "  - name: " is 10 characters
+     # 5   - name: ''
+     'listeners:\n'
+     '  - name: ""\n'
+     '    bind: 127.0.0.1:18883\n'
+     'routes:\n'
+     "  - name: ''\n"
+     '    sni: a.example\n'
+     '    backend: b.example\n',
+     {}, [("", 2, 11, 'invalid listener name ""'),
+          ("", 5, 11, 'invalid route name ""')]),
+
     ("bare number for a duration",
      # 2   idle: 30               "  idle: " is 8 characters
      "timeouts:\n"
