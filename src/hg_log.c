@@ -24,6 +24,7 @@ static size_t hg__add(char *buf, size_t size, size_t n, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static size_t hg__stamp(char *buf, size_t size);
 static size_t hg__json_escape(char *dst, size_t size, const char *src);
+static bool hg__needs_quotes(const char *value);
 static void hg__emit(char *line, size_t len, size_t size);
 static size_t hg__prefix(char *line, size_t size, enum hg_log_level level);
 
@@ -80,8 +81,15 @@ void hg_log_fields(enum hg_log_level level, const char *event,
     n = hg__add(line, size, n, json ? "\"event\":\"%s\"" : "%s", event);
     for (const struct hg_log_field *f = fields; f->key != NULL && n < size;
          f++) {
-        if (!json) {
+        if (!json && !hg__needs_quotes(f->value)) {
             n = hg__add(line, size, n, " %s=%s", f->key, f->value);
+            continue;
+        }
+        if (!json) { /* key="value", escaped as in JSON */
+            n = hg__add(line, size, n, " %s=\"", f->key);
+            n += hg__json_escape(line + n, size - n, f->value);
+            if (n < size)
+                line[n++] = '"';
             continue;
         }
         n = hg__add(line, size, n, ",\"%s\":%s", f->key, f->quote ? "\"" : "");
@@ -92,6 +100,17 @@ void hg_log_fields(enum hg_log_level level, const char *event,
     if (json && n < size)
         line[n++] = '}';
     hg__emit(line, n, sizeof(line));
+}
+
+/* A text-format value that would not read back as one key=value word. */
+static bool hg__needs_quotes(const char *value)
+{
+    if (*value == '\0')
+        return true;
+    for (const unsigned char *p = (const unsigned char *)value; *p; p++)
+        if (*p <= ' ' || *p == '"' || *p == '\\' || *p == '=' || *p >= 0x7f)
+            return true;
+    return false;
 }
 
 /* Appends to buf at n without ever running past size; returns the new n. */

@@ -17,6 +17,7 @@ Python 3 standard library only; everything talks to loopback addresses.
 """
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -462,11 +463,18 @@ def wait_refused(gw, listener, reason, want, timeout=5.0):
     return want
 
 
+def log_fields(line):
+    """The key=value fields of a text-format log line; a quoted value is
+    unescaped (JSON escapes)."""
+    return {k: json.loads(v) if v.startswith('"') else v
+            for k, v in re.findall(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)', line)}
+
+
 def access_lines(gw, **fields):
     """Access log lines (text format) whose key=value fields match."""
     out = []
     for line in gw.log_lines(r"\baccess\b"):
-        kv = dict(re.findall(r"(\w+)=(\S+)", line))
+        kv = log_fields(line)
         if all(kv.get(k) == str(v) for k, v in fields.items()):
             out.append(kv)
     return out

@@ -6,7 +6,10 @@ A capture backend records every byte of each connection and sends REPLY as
 soon as it accepts one; hubgate routes SNI hub.test to it.
 """
 
+import errno
 import os
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -244,6 +247,26 @@ def test_silent_client_closed_within_the_hello_timeout():
     assert 3.0 <= t < 4.0 + hglib.scale(0.8), f"closed after {t:.2f} s"
     gwlib.wait_refused(gw, "tls", "hello_timeout", 1)
     assert backend.count() == 0
+    gw.stop()
+
+
+def test_refusal_detail_reads_back_as_one_field():
+    # A client that resets in the middle of its hello: the refused line's
+    # detail is the system's text, spaces and all, quoted so that the line
+    # still reads as key=value fields.
+    gw, backend, addr = gateway()
+    c = hglib.RawClient(addr)
+    c.send_chunks([gwlib.wire_hello(SNI)[:20]])
+    time.sleep(hglib.scale(0.3))
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                      struct.pack("ii", 1, 0))
+    c.close()
+    gwlib.wait_refused(gw, "tls", "client_gone", 1)
+    lines = gw.log_lines(r" refused .*reason=client_gone")
+    assert len(lines) == 1, lines
+    fields = gwlib.log_fields(lines[0])
+    assert fields["detail"] == os.strerror(errno.ECONNRESET), lines
+    assert fields["suppressed"] == "0", lines
     gw.stop()
 
 
