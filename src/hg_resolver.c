@@ -105,6 +105,7 @@ static void hg__lookup_start(struct hg__backend *b);
 static void hg__lookup_timer_cb(struct hg_loop *loop, struct hg_timer *timer);
 static void hg__lookup_done(void *arg, int status, int timeouts,
                             struct ares_addrinfo *res);
+static bool hg__v4_usable(const struct in_addr *a);
 static bool hg__addr_copy(const struct sockaddr *sa,
                           struct sockaddr_storage *out);
 static int hg__addr_cmp(const void *a, const void *b);
@@ -722,10 +723,6 @@ out:
 /* ------------------------------------------------------------------------ */
 
 /*
- * Copies the address of sa into a zeroed out, port 0: equal addresses are
- * then equal bytes. Returns false for a family we cannot connect to.
- */
-/*
  * An IPv4 address a backend can have: not 0.0.0.0/8 (which connect(2)
  * takes for this host, and DNS filters answer for a blocked name), not
  * multicast, reserved or broadcast (224.0.0.0 and up).
@@ -736,6 +733,11 @@ static bool hg__v4_usable(const struct in_addr *a)
     return first != 0 && first < 224;
 }
 
+/*
+ * Copies the address of sa into a zeroed out, port 0: equal addresses are
+ * then equal bytes. Returns false for a family we cannot connect to, or
+ * an address no backend can have.
+ */
 static bool hg__addr_copy(const struct sockaddr *sa,
                           struct sockaddr_storage *out)
 {
