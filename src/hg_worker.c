@@ -143,6 +143,12 @@ none:
     return NULL;
 }
 
+/* A reload may have lowered the budget below what pipes hold now. */
+static bool hg__pipes_over_budget(struct hg_daemon *d)
+{
+    return atomic_load(&d->pipe_fds) > atomic_load(&d->pipe_fds_max);
+}
+
 static void hg__pipe_free(struct hg_worker *w, struct hg_pipe *p)
 {
     close(p->fd[0]);
@@ -153,9 +159,8 @@ static void hg__pipe_free(struct hg_worker *w, struct hg_pipe *p)
 
 struct hg_pipe *hg_worker_pipe_get(struct hg_worker *w)
 {
-    struct hg_daemon *d = w->daemon;
-    if (atomic_load(&d->pipe_fds) > atomic_load(&d->pipe_fds_max))
-        hg_worker_pipes_release(w); /* a reload lowered the budget */
+    if (hg__pipes_over_budget(w->daemon))
+        hg_worker_pipes_release(w); /* nothing kept is used again */
     struct hg_pipe *p = w->pipes;
     if (p != NULL) {
         w->pipes = p->next;
@@ -170,10 +175,8 @@ struct hg_pipe *hg_worker_pipe_get(struct hg_worker *w)
 void hg_worker_pipe_put(struct hg_worker *w, struct hg_pipe *p, bool clean)
 {
     w->pipes_used--;
-    /* A reload may have lowered the budget: then nothing is kept. */
     if (clean && w->npipes < HG_PIPE_CACHE &&
-        atomic_load(&w->daemon->pipe_fds) <=
-            atomic_load(&w->daemon->pipe_fds_max)) {
+        !hg__pipes_over_budget(w->daemon)) {
         p->next = w->pipes;
         w->pipes = p;
         w->npipes++;

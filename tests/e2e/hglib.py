@@ -313,6 +313,14 @@ def free_ports(n, host="127.0.0.1", netns=None, udp=False, both=True):
     return ports
 
 
+def open_fds(pid, kind=""):
+    """A process's open descriptors (those whose link starts with kind,
+    e.g. "pipe:" or "socket:")."""
+    d = f"/proc/{pid}/fd"
+    return sum(os.readlink(f"{d}/{n}").startswith(kind)
+               for n in os.listdir(d))
+
+
 def wait_until(pred, timeout=10.0, interval=0.05, what="condition"):
     """Polls pred() until it returns a true value, which is returned.
 

@@ -19,10 +19,6 @@ def gateway(backend):
     return hglib.start_sni_gateway(backend.addr, SNI)
 
 
-def fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
 def echo_roundtrip(addr, hello, payload, result, i):
     """Sends the hello then payload while reading the echo concurrently;
     stores the SHA-256 of what came back."""
@@ -52,7 +48,7 @@ def echo_roundtrip(addr, hello, payload, result, i):
 def test_bulk_streams_intact():
     backend = hglib.CaptureServer(echo=True)
     gw = gateway(backend)
-    before = fds(gw.proc.pid)
+    before = hglib.open_fds(gw.proc.pid)
     hello = hglib.tls_records(hglib.client_hello(SNI))
     streams = 4
     payloads = [os.urandom(SIZE) for _ in range(streams)]
@@ -77,7 +73,7 @@ def test_bulk_streams_intact():
     assert m.sum("hubgate_bytes_total", direction="down") == total
     # Pooled pipes may stay open for the next bulk tunnel, a few per
     # worker; nothing else may be left.
-    left = fds(gw.proc.pid) - before
+    left = hglib.open_fds(gw.proc.pid) - before
     assert 0 <= left <= 2 * 2 * streams, f"{left} descriptors left over"
     gw.stop()
 
