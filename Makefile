@@ -3,11 +3,12 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 BENCH_BUILD ?= build-bench
 BENCH_ARGS  ?=
+LAB_ARGS    ?=
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all deps build asan test test-unit test-asan demo format format-check \
-        fuzz bench bench-hubsim clean
+.PHONY: all deps build asan test test-unit test-asan demo lab format \
+        format-check fuzz bench bench-hubsim clean
 
 all: build
 
@@ -39,6 +40,12 @@ test-unit: build
 
 demo: deps build
 	bash demo/demo.sh $(BUILD)/hubgate
+
+# The whole topology in network namespaces (root): a rolling update of the
+# gateways under load, then a move of the hub's private address.
+# More: make lab LAB_ARGS="--gateways 4 --devices 500".
+lab: deps build
+	HG_BUILD_DIR=$(abspath $(BUILD)) python3 lab/lab.py $(LAB_ARGS)
 
 # hubgate against HAProxy and NGINX (about ten minutes; never part of
 # `make test`): a RelWithDebInfo build of its own, then bench/run.py writes

@@ -95,14 +95,14 @@ class Running:
     """A hubsim started with start_hubsim(): .proc (hglib.Proc), .rss_kib()
     while it runs, .finish() for the Result."""
 
-    def __init__(self, args, env=None):
+    def __init__(self, args, env=None, netns=None):
         need_hubsim()
         self.report_path = hglib.tmp_path("hubsim-report.json")
         full = {k: "" for k in SIM_ENV}
         full.update(env or {})
         self.proc = hglib.Proc([HUBSIM] + list(args) +
                                ["--report-json", self.report_path],
-                               name="hubsim", env=full,
+                               name="hubsim", env=full, netns=netns,
                                separate_stderr=True)
 
     def rss_kib(self):
@@ -130,10 +130,11 @@ class Running:
         return res
 
 
-def start_hubsim(args, env=None):
-    """Starts hubsim in the background (see Running). Empty simulator
-    variables in env count as unset, so none leaks in from outside."""
-    return Running(args, env)
+def start_hubsim(args, env=None, netns=None):
+    """Starts hubsim in the background (see Running), inside netns when
+    given. Empty simulator variables in env count as unset, so none leaks
+    in from outside."""
+    return Running(args, env, netns)
 
 
 def gateway_yaml(listen_port, backend):
