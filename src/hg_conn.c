@@ -194,7 +194,7 @@ void hg_conn_accepted(struct hg_worker *w, struct hg_wlisten *wl, int fd,
     if (c == NULL || (c->hello = malloc(sizeof(*c->hello))) == NULL) {
         free(c);
         close(fd);
-        hg_stats_sub(&wl->conf->stats->open, 1);
+        hg_worker_release(w, wl->conf->stats);
         hg_worker_refused(w, wl->conf, HG_REFUSE_NO_MEMORY,
                           (const struct sockaddr *)peer, NULL);
         return;
@@ -1017,7 +1017,7 @@ static void hg__teardown(struct hg_conn *c)
     struct hg_worker *w = c->w;
     hg_timer_stop(&w->loop, &c->timer);
     hg_pace_cancel(&c->wait);
-    hg_stats_sub(&c->listener->stats->open, 1);
+    hg_worker_release(w, c->listener->stats);
     /*
      * Bytes the gateway still held for a side are lost with the tunnel:
      * that side gets a reset, not an end of stream it would take for the

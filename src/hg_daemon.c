@@ -1,6 +1,7 @@
 #include "hg_daemon.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,7 +68,8 @@ static void hg__close_listeners(struct hg_daemon *d);
 static void hg__exit(struct hg_daemon *d);
 static int hg__signals_open(struct hg_daemon *d);
 static void hg__raise_nofile(void);
-static void hg__budget_pipes(struct hg_daemon *d, const struct hg_config *cfg);
+static void hg__budget_descriptors(struct hg_daemon *d,
+                                   const struct hg_config *cfg);
 static unsigned hg__ncpu(void);
 static int hg__start_workers(struct hg_daemon *d);
 static void hg__teardown(struct hg_daemon *d);
@@ -100,9 +102,9 @@ int hg_daemon_run(const char *path)
     if (status == 0) {
         atomic_store(&d.ready, true);
         hg_log_info("hubgate %s started: %u workers, %zu listeners, "
-                    "%zu routes, admin on %s",
+                    "%zu routes, admin on %s, room for %u tunnels",
                     HG_VERSION, d.nworkers, cfg->nlisteners, cfg->nroutes,
-                    cfg->admin_listen.text);
+                    cfg->admin_listen.text, atomic_load(&d.conns_max));
         hg_loop_run(&d.loop);
         hg_log_info("hubgate stopped");
     }
@@ -146,7 +148,7 @@ static int hg__setup(struct hg_daemon *d, struct hg_config *cfg)
     d->cfg = cfg;
     atomic_store(&d->published, cfg);
     d->nworkers = cfg->workers ? cfg->workers : hg__ncpu();
-    hg__budget_pipes(d, cfg);
+    hg__budget_descriptors(d, cfg);
     if (hg_loop_init(&d->loop) < 0)
         return -1;
     d->retire_timer.cb = hg__retire_cb;
@@ -383,7 +385,7 @@ static void hg__publish(struct hg_daemon *d, struct hg_config *cfg)
     r->cfg = d->cfg;
     d->cfg = cfg;
     pthread_mutex_unlock(&d->cfg_lock);
-    hg__budget_pipes(d, cfg);
+    hg__budget_descriptors(d, cfg);
     atomic_store(&d->published, cfg);
     r->until_gen = atomic_load(&d->gen) + 1;
     hg__mark_socks(d, cfg, r->until_gen);
@@ -602,16 +604,20 @@ static void hg__raise_nofile(void)
 }
 
 /*
- * Pipes may hold only descriptors that tunnels cannot need. With a
- * max_connections on every listener that is what the open files limit
- * leaves after two descriptors per connection and HG_FD_SPARE, plus two
- * listening sockets per listener and worker (old and new across a reload);
- * with a listener unbounded, a quarter of the limit.
+ * Shares the open files limit out. Pipes may hold only descriptors that
+ * tunnels cannot need: with a max_connections on every listener, what the
+ * limit leaves after two descriptors per connection and HG_FD_SPARE, plus
+ * two listening sockets per listener and worker (old and new across a
+ * reload); with a listener unbounded, a quarter of the limit. Tunnels get
+ * what is left after the pipes and the rest, two descriptors each, so that
+ * a storm can never take the descriptors the admin endpoint, the resolver
+ * and the backends' sockets need.
  */
-static void hg__budget_pipes(struct hg_daemon *d, const struct hg_config *cfg)
+static void hg__budget_descriptors(struct hg_daemon *d,
+                                   const struct hg_config *cfg)
 {
     uint64_t most = (uint64_t)d->nworkers * HG_PIPE_MAX * 2;
-    uint64_t limit = most * 4;
+    uint64_t limit = UINT64_MAX;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
         limit = rl.rlim_cur;
@@ -621,21 +627,29 @@ static void hg__budget_pipes(struct hg_daemon *d, const struct hg_config *cfg)
         bounded = bounded && cfg->listeners[i].max_conns != 0;
         conns += cfg->listeners[i].max_conns;
     }
-    uint64_t need =
-        HG_FD_SPARE + 2 * (uint64_t)cfg->nlisteners * d->nworkers + 2 * conns;
-    uint64_t budget = limit / 4;
+    uint64_t rest = HG_FD_SPARE + 2 * (uint64_t)cfg->nlisteners * d->nworkers;
+    uint64_t need = rest + 2 * conns;
+    uint64_t pipes = limit / 4;
     if (bounded) {
-        budget = limit > need ? limit - need : 0;
+        pipes = limit > need ? limit - need : 0;
         if (limit < need)
-            hg_log_warn("max_connections allow %llu connections: with two "
-                        "descriptors each and %llu for the rest, %llu, over "
-                        "the open files limit of %llu; bulk goes without "
-                        "pipes",
-                        (unsigned long long)conns,
-                        (unsigned long long)(need - 2 * conns),
-                        (unsigned long long)need, (unsigned long long)limit);
+            hg_log_warn(
+                "max_connections allow %llu connections: with two "
+                "descriptors each and %llu for the rest, %llu, over "
+                "the open files limit of %llu; the gateway holds "
+                "%llu at most and bulk goes without pipes",
+                (unsigned long long)conns, (unsigned long long)rest,
+                (unsigned long long)need, (unsigned long long)limit,
+                (unsigned long long)(limit > rest ? (limit - rest) / 2 : 0));
     }
-    atomic_store(&d->pipe_fds_max, (unsigned)(budget < most ? budget : most));
+    pipes = pipes < most ? pipes : most;
+    uint64_t room = limit > rest + pipes ? (limit - rest - pipes) / 2 : 0;
+    if (room == 0)
+        hg_log_warn("the open files limit of %llu leaves no room for "
+                    "tunnels: every connection is refused (raise it)",
+                    (unsigned long long)limit);
+    atomic_store(&d->pipe_fds_max, (unsigned)pipes);
+    atomic_store(&d->conns_max, room < UINT_MAX ? (unsigned)room : UINT_MAX);
 }
 
 static unsigned hg__ncpu(void)

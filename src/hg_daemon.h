@@ -41,6 +41,10 @@ struct hg_daemon {
      * they may hold, set from each config (hg_worker_pipe_get()). */
     atomic_uint pipe_fds;
     atomic_uint pipe_fds_max;
+    /* Tunnels open in all listeners, and how many the open files limit
+     * leaves room for beside the pipes and the rest (hg_worker_admit()). */
+    atomic_uint conns;
+    atomic_uint conns_max;
 
     atomic_bool ready;    /* listening and not draining */
     atomic_bool draining; /* SIGTERM seen */

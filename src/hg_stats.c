@@ -24,6 +24,7 @@ static const char *const hg__refuse_names[HG_REFUSE_MAX] = {
     [HG_REFUSE_SHUTDOWN] = "shutdown",
     [HG_REFUSE_NO_MEMORY] = "no_memory",
     [HG_REFUSE_LIMIT] = "limit",
+    [HG_REFUSE_NO_DESCRIPTORS] = "no_descriptors",
 };
 
 static bool hg__same(const char *a, const char *b);

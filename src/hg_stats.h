@@ -24,6 +24,7 @@ enum hg_refuse {
     HG_REFUSE_SHUTDOWN,       /* the gateway is stopping */
     HG_REFUSE_NO_MEMORY,      /* allocation failed */
     HG_REFUSE_LIMIT,          /* the listener's max_connections are open */
+    HG_REFUSE_NO_DESCRIPTORS, /* the open files limit leaves no room */
     HG_REFUSE_MAX
 };
 

@@ -36,6 +36,8 @@ static void hg__unlisten_all(struct hg_worker *w, struct hg_wcfg *wc);
 static void hg__accept_cb(struct hg_loop *loop, struct hg_io *io,
                           uint32_t events);
 static bool hg__accept_one(struct hg_worker *w, struct hg_wlisten *wl);
+static enum hg_refuse hg__admit(struct hg_worker *w,
+                                const struct hg_listener_conf *l);
 static void hg__accept_pause(struct hg_worker *w, struct hg_wlisten *wl,
                              int err);
 static void hg__resume_cb(struct hg_loop *loop, struct hg_timer *timer);
@@ -518,19 +520,44 @@ static bool hg__accept_one(struct hg_worker *w, struct hg_wlisten *wl)
                           (const struct sockaddr *)&peer, NULL);
         return true;
     }
-    /* Counted before the check, so that workers never overshoot together;
-     * hg_conn_accepted() owns the count from here. */
-    if (atomic_fetch_add_explicit(&l->stats->open, 1, memory_order_relaxed) >=
-            l->max_conns &&
-        l->max_conns != 0) {
-        hg_stats_sub(&l->stats->open, 1);
+    enum hg_refuse why = hg__admit(w, l);
+    if (why != HG_REFUSE_MAX) {
         close(fd);
-        hg_worker_refused(w, l, HG_REFUSE_LIMIT, (const struct sockaddr *)&peer,
-                          NULL);
+        hg_worker_refused(w, l, why, (const struct sockaddr *)&peer, NULL);
         return true;
     }
     hg_conn_accepted(w, wl, fd, &peer);
     return true;
+}
+
+/*
+ * Counts a new tunnel in its listener and in the process, or says why
+ * there is no room for it (HG_REFUSE_MAX: there is). Counted before the
+ * check, so that workers never overshoot together; hg_worker_release()
+ * undoes it.
+ */
+static enum hg_refuse hg__admit(struct hg_worker *w,
+                                const struct hg_listener_conf *l)
+{
+    struct hg_daemon *d = w->daemon;
+    if (atomic_fetch_add_explicit(&l->stats->open, 1, memory_order_relaxed) >=
+            l->max_conns &&
+        l->max_conns != 0) {
+        hg_stats_sub(&l->stats->open, 1);
+        return HG_REFUSE_LIMIT;
+    }
+    if (atomic_fetch_add_explicit(&d->conns, 1, memory_order_relaxed) >=
+        atomic_load_explicit(&d->conns_max, memory_order_relaxed)) {
+        hg_worker_release(w, l->stats);
+        return HG_REFUSE_NO_DESCRIPTORS;
+    }
+    return HG_REFUSE_MAX;
+}
+
+void hg_worker_release(struct hg_worker *w, struct hg_stats *listener)
+{
+    hg_stats_sub(&listener->open, 1);
+    atomic_fetch_sub_explicit(&w->daemon->conns, 1, memory_order_relaxed);
 }
 
 /*

@@ -135,6 +135,9 @@ void hg_worker_pipe_put(struct hg_worker *w, struct hg_pipe *p, bool clean);
  * none. */
 bool hg_worker_pipes_release(struct hg_worker *w);
 
+/* A tunnel counted in listener (at accept) has closed. */
+void hg_worker_release(struct hg_worker *w, struct hg_stats *listener);
+
 /* Counts and, at most once a second, logs a refusal before routing. */
 void hg_worker_refused(struct hg_worker *w, const struct hg_listener_conf *l,
                        int reason, const struct sockaddr *peer,

@@ -2,10 +2,12 @@
 across workers, are bounded; one more is accepted and closed at once and
 counted as `limit`; a slot comes back when a connection closes; a reload
 that raises the bound applies to the next connection. Pipes for bulk bytes
-take only descriptors that tunnels cannot need, and a gateway out of
+take only descriptors that tunnels cannot need, tunnels only those the
+admin endpoint and the backends' sockets cannot, and a gateway out of
 descriptors says so."""
 
 import os
+import resource
 import socket
 import time
 
@@ -146,17 +148,68 @@ def test_pipes_leave_descriptors_for_max_connections():
     gwlib.reload(gw, config(backend.addr, port, 100))
     gw.wait_log("max_connections allow 100 connections: with two "
                 "descriptors each and 68 for the rest, 268, over the open "
-                "files limit of 200; bulk goes without pipes")
+                "files limit of 200; the gateway holds 66 at most and bulk "
+                "goes without pipes")
     bulk_burst(gw, 50, block)
     assert fds(gw, "pipe:") == 0
     gw.stop()
 
 
+def test_tunnels_leave_descriptors_for_the_admin_endpoint():
+    # Without max_connections, tunnels get what the open files limit leaves
+    # after 64 descriptors for the rest, the listening sockets and a quarter
+    # of the limit for pipes, two descriptors each: (160 - 64 - 2 - 40) / 2.
+    # One more is closed at once, counted as no_descriptors, and the probe
+    # still gets its answer.
+    echo = hglib.CaptureServer(echo=True)
+    gw = hglib.start_hubgate(hglib.sni_gateway_yaml(echo.addr, SNI,
+                                                    "workers: 1"),
+                             nofile=160)
+    assert gw.log_lines(r"started: .* room for 27 tunnels"), gw.stderr()
+    data = hello()
+    tunnels, refused = [], 0
+    for _ in range(80):  # more than the limit holds
+        c = hglib.RawClient(gw.listen_addrs[0])
+        c.send_chunks([data])
+        try:
+            assert c.recv_exactly(len(data)) == data
+            tunnels.append(c)
+        except (EOFError, OSError):
+            refused += 1
+            c.close()
+    assert (len(tunnels), refused) == (27, 53)
+    assert gwlib.refused(gw, "tls", "no_descriptors") == 53
+    assert gw.readyz() == 200
+    for t in tunnels[:2]:
+        t.close()
+    hglib.wait_until(lambda: open_now(gw) == 25, hglib.scale(5),
+                     what="two tunnels closed")
+    tunnels += [tunnel(gw, data), tunnel(gw, data)]
+    assert not gw.log_lines("accept paused")
+    gw.stop()
+
+
+def test_a_limit_that_leaves_tunnels_no_room_is_warned_of():
+    echo = hglib.CaptureServer(echo=True)
+    gw = hglib.start_hubgate(hglib.sni_gateway_yaml(echo.addr, SNI,
+                                                    "workers: 1"),
+                             nofile=80)
+    assert gw.log_lines("the open files limit of 80 leaves no room for "
+                        "tunnels: every connection is refused"), gw.stderr()
+    c = hglib.RawClient(gw.listen_addrs[0])
+    c.send_chunks([hello()])
+    assert c.closed_by_peer(hglib.scale(2))
+    assert gwlib.refused(gw, "tls", "no_descriptors") == 1
+    assert echo.count() == 0
+    gw.stop()
+
+
 def test_out_of_descriptors_is_the_gateways_lack():
-    # Without max_connections tunnels may take every descriptor: pipes kept
-    # for reuse are given back when one is missing, and a connection that
-    # still gets no backend socket ends as the gateway's lack (RC,
-    # no_descriptors), not as a backend's failure.
+    # The open files limit lowered under a running gateway (prlimit) leaves
+    # it fewer descriptors than it shared out at start: pipes kept for reuse
+    # are given back when one is missing, and a connection that still gets
+    # no backend socket ends as the gateway's lack (RC, no_descriptors), not
+    # as a backend's failure.
     nofile = 160
     block = os.urandom(4 << 20)
     bulk = hglib.CaptureServer(reply=block)
@@ -175,7 +228,8 @@ routes:
   - name: hub
     sni: ["{SNI}"]
     backend: "{echo.addr}"
-""", nofile=nofile)
+""", nofile=2 * nofile)
+    resource.prlimit(gw.proc.pid, resource.RLIMIT_NOFILE, (nofile, nofile))
     pipes = fds(gw, "pipe:")
     bulk_burst(gw, 20, block, sni="bulk.test")
     kept = fds(gw, "pipe:") - pipes
