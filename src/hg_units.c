@@ -320,6 +320,13 @@ int hg_bind_parse(const char *text, struct sockaddr_storage *ss, socklen_t *len,
         *reason = "a port is required, as in 0.0.0.0:8883 or [::]:8883";
         return -1;
     }
+    /* Listening sockets are IPv6-only, and those cannot bind an IPv4
+     * address in IPv6 form. */
+    if (ss->ss_family == AF_INET6 &&
+        IN6_IS_ADDR_V4MAPPED(&((struct sockaddr_in6 *)ss)->sin6_addr)) {
+        *reason = "an IPv4 address is written as one, as in 127.0.0.1:8883";
+        return -1;
+    }
     return 0;
 }
 

@@ -144,6 +144,13 @@ CASES = [
           ("", 3, 25, 'invalid bind address "[::1]:99999" (the port must '
                       'be 1..65535)')]),
 
+    ("IPv4 bind address in IPv6 form",
+     "listeners:\n"
+     "  - name: l\n"
+     "    bind: [\"[::ffff:127.0.0.1]:8883\"]\n" + ROUTES,
+     {}, [("", 3, 12, 'invalid bind address "[::ffff:127.0.0.1]:8883" (an '
+                      'IPv4 address is written as one')]),
+
     ("invalid wildcard",
      # 6     sni: ["a*.example.net", "*"]
      #       "    sni: [" is 10: "a*.example.net" at 11..26, ", " 27-28

@@ -289,6 +289,10 @@ static void test_bind_errors(void **state)
     assert_int_equal(hg_bind_parse("[1.2.3.4]:80", &ss, &len, &reason), -1);
     assert_string_equal(reason, "brackets must hold an IPv6 address");
     assert_int_equal(hg_bind_parse("", &ss, &len, &reason), -1);
+    assert_int_equal(
+        hg_bind_parse("[::ffff:127.0.0.1]:8883", &ss, &len, &reason), -1);
+    assert_string_equal(
+        reason, "an IPv4 address is written as one, as in 127.0.0.1:8883");
 }
 
 static void test_server(void **state)
