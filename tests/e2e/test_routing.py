@@ -95,7 +95,6 @@ routes:
         ("a.x.example.test", "deep"),   # longest wildcard wins
         ("b.a.x.example.test", "deep"),
         ("x.example.test", "wild"),     # *.x... does not match x... itself
-        ("hub.test..", None),           # only one trailing dot ignored
         ("nothere.test", None),
         ("hub.tes", None),
         ("ahub.test", None),
@@ -109,6 +108,12 @@ routes:
             gwlib.wait_refused(gw, "tls", "unknown_sni", refused)
     assert probe(gw, addr, None, bk) is None
     gwlib.wait_refused(gw, "tls", "no_sni", 1)
+    # Names with an empty label or a label that begins or ends with '-'
+    # are no host names: refused as a bad hello, whatever routes exist.
+    for n, sni in enumerate(["hub.test..", "a..example.test",
+                             "-a-.example.test"], 1):
+        assert probe(gw, addr, sni, bk) is None, sni
+        gwlib.wait_refused(gw, "tls", "bad_hello", n)
     m = gw.metrics()
     for route in names:
         n = sum(1 for _, w in cases if w == route)

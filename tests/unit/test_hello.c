@@ -563,7 +563,9 @@ static void test_sni_255(void **state)
     struct spec s = {.sni = name};
     struct layout l;
 
+    /* Four labels of 63 bytes, the longest a label may be. */
     memset(name, 'a', 255);
+    name[63] = name[127] = name[191] = '.';
     name[255] = '\0';
     size_t len = build_wire(&s, &l);
     struct result r = parse_steps(wire, len, 1, HG_HELLO_MAX_DEFAULT);
@@ -816,6 +818,34 @@ static void test_sni_empty_and_long(void **state)
     expect_err(wire, len, HG_HELLO_ERROR, "bad_sni");
 }
 
+static void test_sni_labels(void **state)
+{
+    static const char *const bad[] = {
+        "-bad-.net", "bad-.net", "-bad.net", "a..net", ".a.net", "a.net..",
+        ".", "a.-net",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.net",
+    };
+    static const char *const good[] = {
+        "a", "a.", "x-1.y_2.net", "_dmarc.example.net", "1.2.3.4",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.net",
+    };
+    struct layout l;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct spec s = {.sni = bad[i]};
+        size_t len = build_wire(&s, &l);
+        print_message("bad: %s\n", bad[i]);
+        expect_err(wire, len, HG_HELLO_ERROR, "bad_sni");
+    }
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        struct spec s = {.sni = good[i]};
+        size_t len = build_wire(&s, &l);
+        struct result r = parse_steps(wire, len, 0, HG_HELLO_MAX_DEFAULT);
+        print_message("good: %s\n", good[i]);
+        expect_ok(&r, good[i], len);
+    }
+}
+
 static void test_duplicate_sni(void **state)
 {
     struct spec s = {.sni = HUB, .order = "sgs"};
@@ -974,6 +1004,7 @@ int main(void)
         cmocka_unit_test(test_alert),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_sni_empty_and_long),
+        cmocka_unit_test(test_sni_labels),
         cmocka_unit_test(test_duplicate_sni),
         cmocka_unit_test(test_bytes_after_hello),
         cmocka_unit_test(test_record_longer_than_hello),
