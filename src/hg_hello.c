@@ -11,6 +11,8 @@
 
 #include <string.h>
 
+#include "hg_units.h"
+
 #define HG__REC_HEADER_LEN  5
 #define HG__REC_MAX         16384 /* largest plaintext record payload */
 #define HG__TYPE_HANDSHAKE  0x16
@@ -66,7 +68,6 @@ static enum hg_hello_rc hg__hello_take(struct hg_hello *h, const uint8_t *p,
 static enum hg_hello_rc hg__hello_name(struct hg_hello *h, const uint8_t *p,
                                        size_t n);
 static bool hg__hello_host_char(uint8_t c);
-static bool hg__hello_host_labels(const char *name, size_t len);
 static enum hg_hello_rc
 hg__hello_expect(struct hg_hello *h, enum hg__hello_hs state, uint32_t need);
 static enum hg_hello_rc hg__hello_step(struct hg_hello *h);
@@ -318,27 +319,6 @@ static bool hg__hello_host_char(uint8_t c)
 }
 
 /*
- * True when the name's labels are 1 to 63 bytes long and neither begin
- * nor end with '-' (RFC 1035, 1123); one trailing dot is allowed. So no
- * empty label ("a..b", ".a") can stretch a wildcard route.
- */
-static bool hg__hello_host_labels(const char *name, size_t len)
-{
-    if (len > 1 && name[len - 1] == '.')
-        len--;
-    size_t start = 0;
-    for (size_t i = 0; i <= len; i++) {
-        if (i < len && name[i] != '.')
-            continue;
-        size_t n = i - start;
-        if (n == 0 || n > 63 || name[start] == '-' || name[i - 1] == '-')
-            return false;
-        start = i + 1;
-    }
-    return true;
-}
-
-/*
  * Moves to the next handshake field, of need bytes. Every field after the
  * handshake header must lie inside the message, so a field cannot straddle
  * its end. Returns AGAIN, or ERROR malformed if the message is too short.
@@ -536,12 +516,17 @@ static enum hg_hello_rc hg__hello_sni_name_len(struct hg_hello *h)
 }
 
 /*
- * The host name is complete: it must be made of labels a DNS host name can
- * have. Terminate it and go on. AGAIN or ERROR.
+ * The host name is complete: it must be made of host name labels (with one
+ * trailing dot at most), so that no empty label ("a..b") can stretch a
+ * wildcard route. Terminate it and go on. AGAIN or ERROR.
  */
 static enum hg_hello_rc hg__hello_sni_name(struct hg_hello *h)
 {
-    if (!hg__hello_host_labels(h->sni, h->sni_len))
+    const char *reason;
+    size_t n = h->sni_len;
+    if (n > 1 && h->sni[n - 1] == '.')
+        n--;
+    if (hg_hostname_labels(h->sni, n, &reason) != 0)
         return hg__hello_finish(h, HG_HELLO_ERROR, "bad_sni");
     h->sni[h->sni_len] = '\0';
     return hg__hello_next_ext(h);

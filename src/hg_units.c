@@ -383,6 +383,10 @@ static int hg__units_label(const char *label, size_t len, const char **reason)
         *reason = "a label is longer than 63 characters";
         return -1;
     }
+    if (label[0] == '-' || label[len - 1] == '-') {
+        *reason = "a label begins or ends with '-'";
+        return -1;
+    }
     for (size_t i = 0; i < len; i++) {
         if (!hg__units_host_char(label[i])) {
             *reason = "invalid character; use letters, digits, '-', '_', "
@@ -393,9 +397,22 @@ static int hg__units_label(const char *label, size_t len, const char **reason)
     return 0;
 }
 
-int hg_hostname_check(const char *name, size_t len, const char **reason)
+int hg_hostname_labels(const char *name, size_t len, const char **reason)
 {
     size_t start = 0;
+
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && name[i] != '.')
+            continue;
+        if (hg__units_label(name + start, i - start, reason) != 0)
+            return -1;
+        start = i + 1;
+    }
+    return 0;
+}
+
+int hg_hostname_check(const char *name, size_t len, const char **reason)
+{
     bool numeric = true;
 
     if (len == 0) {
@@ -406,16 +423,10 @@ int hg_hostname_check(const char *name, size_t len, const char **reason)
         *reason = "the name is longer than 253 characters";
         return -1;
     }
-    for (size_t i = 0; i <= len; i++) {
-        if (i < len && name[i] != '.')
-            continue;
-        if (hg__units_label(name + start, i - start, reason) != 0)
-            return -1;
-        numeric = true;
-        for (size_t j = start; j < i; j++)
-            numeric = numeric && name[j] >= '0' && name[j] <= '9';
-        start = i + 1;
-    }
+    if (hg_hostname_labels(name, len, reason) != 0)
+        return -1;
+    for (size_t j = len; j > 0 && name[j - 1] != '.'; j--)
+        numeric = numeric && name[j - 1] >= '0' && name[j - 1] <= '9';
     if (numeric) {
         *reason = "not an IP address, and a name cannot end in a number";
         return -1;

@@ -68,10 +68,16 @@ int hg_backend_parse(const char *text, char *host, size_t hostsz,
                      uint16_t *port, const char **reason);
 
 /*
- * Checks that name[0..len) is a host name: labels of letters, digits, '-'
- * and '_' joined by single dots, 1..63 characters each, at most 253 in all,
- * and a last label that is not all digits. A trailing dot must be stripped
- * by the caller.
+ * Checks that name[0..len) is made of host name labels: letters, digits,
+ * '-' and '_' joined by single dots, 1..63 characters each, none beginning
+ * or ending with '-'. A trailing dot must be stripped by the caller.
+ */
+int hg_hostname_labels(const char *name, size_t len, const char **reason);
+
+/*
+ * Checks that name[0..len) is a host name: labels as hg_hostname_labels()
+ * wants, at most 253 characters in all, and a last label that is not all
+ * digits. A trailing dot must be stripped by the caller.
  */
 int hg_hostname_check(const char *name, size_t len, const char **reason);
 

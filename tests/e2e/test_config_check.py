@@ -161,6 +161,14 @@ CASES = [
      {}, [("", 6, 11, 'invalid server name "a*.example.net"'),
           ("", 6, 29, 'invalid server name "*"')]),
 
+    ("server name label with a hyphen at an end",
+     LISTENERS + "routes:\n"
+     "  - name: r\n"
+     "    sni: [\"*.-bad-.net\"]\n"
+     "    backend: b.example\n",
+     {}, [("", 6, 11, 'invalid server name "*.-bad-.net" (a label begins '
+                      'or ends with \'-\')')]),
+
     ("YAML syntax error",
      # 3   level: info: debug     "  level: info" is 13, ':' at 14
      "workers: auto\n"

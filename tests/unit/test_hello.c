@@ -821,12 +821,22 @@ static void test_sni_empty_and_long(void **state)
 static void test_sni_labels(void **state)
 {
     static const char *const bad[] = {
-        "-bad-.net", "bad-.net", "-bad.net", "a..net", ".a.net", "a.net..",
-        ".", "a.-net",
+        "-bad-.net",
+        "bad-.net",
+        "-bad.net",
+        "a..net",
+        ".a.net",
+        "a.net..",
+        ".",
+        "a.-net",
         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.net",
     };
     static const char *const good[] = {
-        "a", "a.", "x-1.y_2.net", "_dmarc.example.net", "1.2.3.4",
+        "a",
+        "a.",
+        "x-1.y_2.net",
+        "_dmarc.example.net",
+        "1.2.3.4",
         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.net",
     };
     struct layout l;

@@ -386,6 +386,13 @@ static void test_hostname(void **state)
     assert_int_equal(hg_hostname_check("a.", 2, &reason), -1);
     assert_int_equal(hg_hostname_check("a*b", 3, &reason), -1);
     assert_int_equal(hg_hostname_check("123", 3, &reason), -1);
+    assert_int_equal(hg_hostname_check("1.2.3.4", 7, &reason), -1);
+    assert_int_equal(hg_hostname_labels("1.2.3.4", 7, &reason), 0);
+    assert_int_equal(hg_hostname_check("-a.net", 6, &reason), -1);
+    assert_string_equal(reason, "a label begins or ends with '-'");
+    assert_int_equal(hg_hostname_check("a.b-.net", 8, &reason), -1);
+    assert_int_equal(hg_hostname_labels("a-b.-", 5, &reason), -1);
+    assert_int_equal(hg_hostname_labels("a..b", 4, &reason), -1);
     /* Only len bytes count. */
     assert_int_equal(hg_hostname_check("ab!", 2, &reason), 0);
     /* Labels up to 63, names up to 253. */
