@@ -9,6 +9,9 @@
 #include "hg_http.h"
 #include "hg_prom.h"
 
+/* Scrapers and people looking: a few connections are plenty. */
+#define HS_METRICS_MAX_CONNS 64
+
 struct hs_metrics {
     struct hg_http *http;
     const struct hs_config *cfg;
@@ -99,7 +102,8 @@ struct hs_metrics *hs_metrics_start(const struct hs_config *cfg,
     }
     memcpy(copy, stats, n * sizeof(*copy));
     *m = (struct hs_metrics){NULL, cfg, copy, n};
-    m->http = hg_http_start(&cfg->metrics_listen, hs__handle, m, reason);
+    m->http = hg_http_start(&cfg->metrics_listen, HS_METRICS_MAX_CONNS,
+                            hs__handle, m, reason);
     if (m->http == NULL) {
         free(copy);
         free(m);

@@ -36,7 +36,7 @@ struct hg_admin *hg_admin_start(struct hg_daemon *d,
         return NULL;
     }
     a->d = d;
-    a->http = hg_http_start(&addr->addr, hg__handle, a, reason);
+    a->http = hg_http_start(&addr->addr, d->admin_conns, hg__handle, a, reason);
     if (a->http == NULL) {
         free(a);
         return NULL;
@@ -59,7 +59,7 @@ char *hg_admin_metrics(struct hg_daemon *d, size_t *len)
     hg_text_printf(&t, "hubgate_build_info{version=\"%s\"} 1\n", HG_VERSION);
     hg_prom_family(&t, "hubgate_ready", "gauge",
                    "1 while listening and not draining.");
-    hg_text_printf(&t, "hubgate_ready %d\n", atomic_load(&d->ready) ? 1 : 0);
+    hg_text_printf(&t, "hubgate_ready %d\n", hg_daemon_ready(d) ? 1 : 0);
     hg_prom_family(&t, "hubgate_connections_active", "gauge",
                    "Connections open now, by listener and route.");
     hg_stats_foreach(hg__pairs, &t);
@@ -191,7 +191,7 @@ static void hg__handle(void *arg, const char *url, struct hg_http_reply *out)
     if (strcmp(url, "/healthz") == 0) {
         *out = (struct hg_http_reply){MHD_HTTP_OK, text, "ok\n", 3, false};
     } else if (strcmp(url, "/readyz") == 0) {
-        if (atomic_load(&a->d->ready))
+        if (hg_daemon_ready(a->d))
             *out =
                 (struct hg_http_reply){MHD_HTTP_OK, text, "ready\n", 6, false};
         else

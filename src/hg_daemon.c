@@ -70,6 +70,8 @@ static int hg__signals_open(struct hg_daemon *d);
 static void hg__raise_nofile(void);
 static void hg__budget_descriptors(struct hg_daemon *d,
                                    const struct hg_config *cfg);
+static uint64_t hg__nofile(void);
+static unsigned hg__admin_conns(void);
 static unsigned hg__ncpu(void);
 static int hg__start_workers(struct hg_daemon *d);
 static void hg__teardown(struct hg_daemon *d);
@@ -148,6 +150,7 @@ static int hg__setup(struct hg_daemon *d, struct hg_config *cfg)
     d->cfg = cfg;
     atomic_store(&d->published, cfg);
     d->nworkers = cfg->workers ? cfg->workers : hg__ncpu();
+    d->admin_conns = hg__admin_conns();
     hg__budget_descriptors(d, cfg);
     if (hg_loop_init(&d->loop) < 0)
         return -1;
@@ -385,6 +388,7 @@ static void hg__publish(struct hg_daemon *d, struct hg_config *cfg)
     r->cfg = d->cfg;
     d->cfg = cfg;
     pthread_mutex_unlock(&d->cfg_lock);
+    hg__raise_nofile();
     hg__budget_descriptors(d, cfg);
     atomic_store(&d->published, cfg);
     r->until_gen = atomic_load(&d->gen) + 1;
@@ -462,8 +466,10 @@ static void hg__reload(struct hg_daemon *d)
     hg__publish(d, cfg);
     hg_resolver_keep(d->resolver, cfg);
     hg_stats_add(&hg_global_stats.reloads_ok, 1);
-    hg_log_info("reloaded %s: %zu listeners, %zu routes", d->config_path,
-                cfg->nlisteners, cfg->nroutes);
+    hg_log_info("reloaded %s: %zu listeners, %zu routes, room for %u "
+                "tunnels",
+                d->config_path, cfg->nlisteners, cfg->nroutes,
+                atomic_load(&d->conns_max));
     return;
 failed:
     if (cfg != NULL) {
@@ -604,52 +610,74 @@ static void hg__raise_nofile(void)
 }
 
 /*
- * Shares the open files limit out. Pipes may hold only descriptors that
- * tunnels cannot need: with a max_connections on every listener, what the
- * limit leaves after two descriptors per connection and HG_FD_SPARE, plus
- * two listening sockets per listener and worker (old and new across a
- * reload); with a listener unbounded, a quarter of the limit. Tunnels get
- * what is left after the pipes and the rest, two descriptors each, so that
- * a storm can never take the descriptors the admin endpoint, the resolver
- * and the backends' sockets need.
+ * Shares the open files limit out. HG_FD_SPARE descriptors and the admin
+ * endpoint's connections stay out of reach, with two listening sockets per
+ * bind address and worker (old and new across a reload). Pipes may hold
+ * only descriptors that tunnels cannot need: with a max_connections on
+ * every listener, what the limit leaves after two descriptors per
+ * connection; with a listener unbounded, a quarter of the limit; at most
+ * HG_PIPE_MAX pipes per worker either way. Tunnels get the rest, two
+ * descriptors each (the pipes' share too when every listener is bounded:
+ * pipes then give way when old tunnels outlast a reload that lowered the
+ * bounds), so that a storm can never take the descriptors the admin
+ * endpoint, the resolver and the backends' sockets need.
  */
 static void hg__budget_descriptors(struct hg_daemon *d,
                                    const struct hg_config *cfg)
 {
     uint64_t most = (uint64_t)d->nworkers * HG_PIPE_MAX * 2;
-    uint64_t limit = UINT64_MAX;
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-        limit = rl.rlim_cur;
-    uint64_t conns = 0;
+    uint64_t limit = hg__nofile();
+    uint64_t conns = 0, binds = 0;
     bool bounded = true;
     for (size_t i = 0; i < cfg->nlisteners; i++) {
-        bounded = bounded && cfg->listeners[i].max_conns != 0;
-        conns += cfg->listeners[i].max_conns;
+        const struct hg_listener_conf *l = &cfg->listeners[i];
+        bounded = bounded && l->max_conns != 0;
+        conns += l->max_conns;
+        binds += l->nbinds;
     }
-    uint64_t rest = HG_FD_SPARE + 2 * (uint64_t)cfg->nlisteners * d->nworkers;
+    uint64_t rest = HG_FD_SPARE + d->admin_conns + 2 * binds * d->nworkers;
     uint64_t need = rest + 2 * conns;
     uint64_t pipes = limit / 4;
-    if (bounded) {
+    if (bounded)
         pipes = limit > need ? limit - need : 0;
-        if (limit < need)
-            hg_log_warn(
-                "max_connections allow %llu connections: with two "
-                "descriptors each and %llu for the rest, %llu, over "
-                "the open files limit of %llu; the gateway holds "
-                "%llu at most and bulk goes without pipes",
-                (unsigned long long)conns, (unsigned long long)rest,
-                (unsigned long long)need, (unsigned long long)limit,
-                (unsigned long long)(limit > rest ? (limit - rest) / 2 : 0));
-    }
     pipes = pipes < most ? pipes : most;
-    uint64_t room = limit > rest + pipes ? (limit - rest - pipes) / 2 : 0;
-    if (room == 0)
-        hg_log_warn("the open files limit of %llu leaves no room for "
-                    "tunnels: every connection is refused (raise it)",
-                    (unsigned long long)limit);
+    uint64_t held = rest + (bounded ? 0 : pipes);
+    uint64_t room = limit > held ? (limit - held) / 2 : 0;
     atomic_store(&d->pipe_fds_max, (unsigned)pipes);
     atomic_store(&d->conns_max, room < UINT_MAX ? (unsigned)room : UINT_MAX);
+    if (room == 0)
+        hg_log_warn("the open files limit of %llu leaves no room for "
+                    "tunnels: every connection is refused and /readyz "
+                    "says 503 (raise it)",
+                    (unsigned long long)limit);
+    else if (conns > room)
+        hg_log_warn("max_connections allow %llu connections, more than the "
+                    "%llu tunnels that the open files limit of %llu has room "
+                    "for (two descriptors each, %llu kept for the rest)%s",
+                    (unsigned long long)conns, (unsigned long long)room,
+                    (unsigned long long)limit, (unsigned long long)held,
+                    pipes == 0 ? "; bulk goes without pipes" : "");
+}
+
+/* The open files limit now (UINT64_MAX for none). */
+static uint64_t hg__nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        return rl.rlim_cur;
+    return UINT64_MAX;
+}
+
+/* The admin endpoint's connections: a sixteenth of the limit, 16 to 512. */
+static unsigned hg__admin_conns(void)
+{
+    uint64_t n = hg__nofile() / 16;
+    return n < 16 ? 16 : n > 512 ? 512 : (unsigned)n;
+}
+
+bool hg_daemon_ready(struct hg_daemon *d)
+{
+    return atomic_load(&d->ready) && atomic_load(&d->conns_max) > 0;
 }
 
 static unsigned hg__ncpu(void)

@@ -42,9 +42,11 @@ struct hg_daemon {
     atomic_uint pipe_fds;
     atomic_uint pipe_fds_max;
     /* Tunnels open in all listeners, and how many the open files limit
-     * leaves room for beside the pipes and the rest (hg_worker_admit()). */
+     * leaves room for beside the pipes and the rest (hg__admit()). */
     atomic_uint conns;
     atomic_uint conns_max;
+    /* Connections the admin endpoint may hold, fixed at start. */
+    unsigned admin_conns;
 
     atomic_bool ready;    /* listening and not draining */
     atomic_bool draining; /* SIGTERM seen */
@@ -62,6 +64,9 @@ int hg_daemon_run(const char *path);
 
 /* Checks a config file, printing errors to stderr; returns exit status. */
 int hg_daemon_check(const char *path);
+
+/* Listening, not draining, and with room for a tunnel: what /readyz says. */
+bool hg_daemon_ready(struct hg_daemon *d);
 
 /*
  * The config the admin server should describe, with a reference the

@@ -5,7 +5,6 @@
 
 #include <microhttpd.h>
 
-#define HG_HTTP_MAX_CONNS  512
 #define HG_HTTP_MAX_PER_IP 16
 #define HG_HTTP_TIMEOUT_S  5
 
@@ -23,7 +22,8 @@ static enum MHD_Result hg__http_reply(struct MHD_Connection *conn,
                                       const struct hg_http_reply *r);
 
 struct hg_http *hg_http_start(const struct sockaddr_storage *addr,
-                              hg_http_cb cb, void *arg, const char **reason)
+                              unsigned max_conns, hg_http_cb cb, void *arg,
+                              const char **reason)
 {
     struct hg_http *h = calloc(1, sizeof(*h));
     if (h == NULL) {
@@ -37,10 +37,11 @@ struct hg_http *hg_http_start(const struct sockaddr_storage *addr,
         flags |= MHD_USE_IPv6;
     h->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, hg__http_handle, h, MHD_OPTION_SOCK_ADDR,
-        (const struct sockaddr *)addr, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)HG_HTTP_MAX_CONNS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned)HG_HTTP_MAX_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)HG_HTTP_TIMEOUT_S, MHD_OPTION_END);
+        (const struct sockaddr *)addr, MHD_OPTION_CONNECTION_LIMIT, max_conns,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        max_conns < HG_HTTP_MAX_PER_IP ? max_conns : HG_HTTP_MAX_PER_IP,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HG_HTTP_TIMEOUT_S,
+        MHD_OPTION_END);
     if (h->mhd == NULL) {
         *reason = "cannot listen (address in use or not local?)";
         free(h);

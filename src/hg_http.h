@@ -31,9 +31,11 @@ struct hg_http_reply {
 typedef void (*hg_http_cb)(void *arg, const char *url,
                            struct hg_http_reply *out);
 
-/* Starts serving on addr; NULL with a static reason when it cannot. */
+/* Starts serving on addr, holding max_conns connections at most (16 from
+ * one address); NULL with a static reason when it cannot. */
 struct hg_http *hg_http_start(const struct sockaddr_storage *addr,
-                              hg_http_cb cb, void *arg, const char **reason);
+                              unsigned max_conns, hg_http_cb cb, void *arg,
+                              const char **reason);
 
 /* Stops serving (no callback runs after it returns) and frees; NULL is
  * fine. */

@@ -7,6 +7,7 @@ admin endpoint and the backends' sockets cannot, and a gateway out of
 descriptors says so."""
 
 import os
+import re
 import resource
 import socket
 import time
@@ -134,7 +135,7 @@ def test_pipes_leave_descriptors_for_max_connections():
     # kept for reuse. Under an open files limit that max_connections just
     # fits, pipes take only what tunnels cannot need: every connection the
     # limit allows gets through, after a burst of bulk too.
-    limit, nofile = 60, 200
+    limit, nofile = 60, 220
     block = os.urandom(4 << 20)
     backend = hglib.CaptureServer(reply=block)
     port = hglib.free_port()
@@ -146,10 +147,12 @@ def test_pipes_leave_descriptors_for_max_connections():
     # A reload to a bound the limit cannot hold is warned of, and leaves
     # pipes nothing: bulk goes through buffers, and no pipe is kept.
     gwlib.reload(gw, config(backend.addr, port, 100))
-    gw.wait_log("max_connections allow 100 connections: with two "
-                "descriptors each and 68 for the rest, 268, over the open "
-                "files limit of 200; the gateway holds 66 at most and bulk "
-                "goes without pipes")
+    # Kept for the rest: 64, 16 admin connections, 2 listening sockets for
+    # each of the 2 workers; (220 - 84) / 2 tunnels.
+    gw.wait_log(re.escape(
+        "max_connections allow 100 connections, more than the 68 tunnels "
+        "that the open files limit of 220 has room for (two descriptors "
+        "each, 84 kept for the rest); bulk goes without pipes"))
     bulk_burst(gw, 50, block)
     assert fds(gw, "pipe:") == 0
     gw.stop()
@@ -157,19 +160,35 @@ def test_pipes_leave_descriptors_for_max_connections():
 
 def test_tunnels_leave_descriptors_for_the_admin_endpoint():
     # Without max_connections, tunnels get what the open files limit leaves
-    # after 64 descriptors for the rest, the listening sockets and a quarter
-    # of the limit for pipes, two descriptors each: (160 - 64 - 2 - 40) / 2.
-    # One more is closed at once, counted as no_descriptors, and the probe
-    # still gets its answer.
+    # after 64 descriptors for the rest, 16 for admin connections, the
+    # listening sockets and a quarter of the limit for pipes, two
+    # descriptors each: (160 - 64 - 16 - 2 - 40) / 2. One more is closed at
+    # once, counted as no_descriptors, and the probe still gets its answer.
     echo = hglib.CaptureServer(echo=True)
     gw = hglib.start_hubgate(hglib.sni_gateway_yaml(echo.addr, SNI,
                                                     "workers: 1"),
                              nofile=160)
-    assert gw.log_lines(r"started: .* room for 27 tunnels"), gw.stderr()
+    assert gw.log_lines(r"started: .* room for 19 tunnels"), gw.stderr()
+    tunnels, refused = fill(gw, 80)  # more than the limit holds
+    assert (len(tunnels), refused) == (19, 61)
+    assert gwlib.refused(gw, "tls", "no_descriptors") == 61
+    assert gw.readyz() == 200
+    for t in tunnels[:2]:
+        t.close()
+    hglib.wait_until(lambda: open_now(gw) == 17, hglib.scale(5),
+                     what="two tunnels closed")
+    tunnels += [tunnel(gw, hello()), tunnel(gw, hello())]
+    assert not gw.log_lines("accept paused")
+    gw.stop()
+
+
+def fill(gw, n):
+    """n tunnels in turn over the listener's bind addresses: returns (the
+    clients whose hello came back, how many were closed instead)."""
     data = hello()
     tunnels, refused = [], 0
-    for _ in range(80):  # more than the limit holds
-        c = hglib.RawClient(gw.listen_addrs[0])
+    for i in range(n):
+        c = hglib.RawClient(gw.listen_addrs[i % len(gw.listen_addrs)])
         c.send_chunks([data])
         try:
             assert c.recv_exactly(len(data)) == data
@@ -177,25 +196,74 @@ def test_tunnels_leave_descriptors_for_the_admin_endpoint():
         except (EOFError, OSError):
             refused += 1
             c.close()
-    assert (len(tunnels), refused) == (27, 53)
-    assert gwlib.refused(gw, "tls", "no_descriptors") == 53
+    return tunnels, refused
+
+
+def test_room_counts_every_listening_socket():
+    # One listening socket per bind address and worker, two each kept
+    # across a reload: with 3 addresses and 2 workers, 12 descriptors. Kept
+    # with 64 and 16 admin connections, and a quarter for pipes, that leaves
+    # (200 - 92 - 50) / 2 tunnels, all of which get through.
+    echo = hglib.CaptureServer(echo=True)
+    binds = ", ".join(f'"127.0.0.{i}:{hglib.free_port(f"127.0.0.{i}")}"'
+                      for i in (1, 2, 3))
+    gw = hglib.start_hubgate(f"""
+workers: 2
+listeners:
+  - name: tls
+    bind: [{binds}]
+routes:
+  - name: hub
+    sni: ["{SNI}"]
+    backend: "{echo.addr}"
+""", nofile=200)
+    assert gw.log_lines(r"started: .* room for 29 tunnels"), gw.stderr()
+    tunnels, refused = fill(gw, 40)
+    assert (len(tunnels), refused) == (29, 11)
     assert gw.readyz() == 200
-    for t in tunnels[:2]:
-        t.close()
-    hglib.wait_until(lambda: open_now(gw) == 25, hglib.scale(5),
-                     what="two tunnels closed")
-    tunnels += [tunnel(gw, data), tunnel(gw, data)]
-    assert not gw.log_lines("accept paused")
     gw.stop()
 
 
-def test_a_limit_that_leaves_tunnels_no_room_is_warned_of():
+def test_admin_connections_leave_the_tunnels_their_room():
+    # The admin endpoint holds a sixteenth of the limit (16 at least), kept
+    # out of the tunnels' room: 40 idle admin connections from 3 addresses
+    # take no descriptor a tunnel could have had. (320 - 64 - 20 - 2 -
+    # 80) / 2 tunnels.
     echo = hglib.CaptureServer(echo=True)
     gw = hglib.start_hubgate(hglib.sni_gateway_yaml(echo.addr, SNI,
                                                     "workers: 1"),
-                             nofile=80)
-    assert gw.log_lines("the open files limit of 80 leaves no room for "
-                        "tunnels: every connection is refused"), gw.stderr()
+                             nofile=320)
+    assert gw.log_lines(r"started: .* room for 77 tunnels"), gw.stderr()
+    host, port = hglib.split_hostport(gw.admin)
+    idle = []
+    for i in range(40):
+        s = socket.socket()
+        s.bind((f"127.0.0.{2 + i % 3}", 0))
+        s.settimeout(hglib.scale(2))
+        try:
+            s.connect((host, port))
+        except OSError:
+            pass
+        idle.append(s)
+    try:
+        tunnels, refused = fill(gw, 82)
+        assert (len(tunnels), refused) == (77, 5)
+    finally:
+        for s in idle:
+            s.close()
+    gw.stop()
+
+
+def test_a_limit_that_leaves_tunnels_no_room_is_not_ready():
+    echo = hglib.CaptureServer(echo=True)
+    gw = hglib.start_hubgate(hglib.sni_gateway_yaml(echo.addr, SNI,
+                                                    "workers: 1"),
+                             nofile=80, wait_ready=False)
+    gw.wait_log("the open files limit of 80 leaves no room for tunnels: "
+                "every connection is refused and /readyz says 503")
+    hglib.wait_until(lambda: gw.readyz() == 503, hglib.scale(5),
+                     what="/readyz 503")
+    assert gw.metrics().value("hubgate_ready", None) == 0
     c = hglib.RawClient(gw.listen_addrs[0])
     c.send_chunks([hello()])
     assert c.closed_by_peer(hglib.scale(2))
