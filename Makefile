@@ -45,7 +45,7 @@ demo: deps build
 # gateways under load, then a move of the hub's private address.
 # More: make lab LAB_ARGS="--gateways 4 --devices 500".
 lab: deps build
-	HG_BUILD_DIR=$(abspath $(BUILD)) python3 lab/lab.py $(LAB_ARGS)
+	HG_BUILD_DIR=$(abspath $(BUILD)) exec python3 lab/lab.py $(LAB_ARGS)
 
 # hubgate against HAProxy and NGINX (about ten minutes; never part of
 # `make test`): a RelWithDebInfo build of its own, then bench/run.py writes

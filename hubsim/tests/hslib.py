@@ -97,7 +97,9 @@ class Running:
 
     def __init__(self, args, env=None, netns=None):
         need_hubsim()
-        self.report_path = hglib.tmp_path("hubsim-report.json")
+        # Unique now: two runs at once must not share a report.
+        self.report_path = hglib.tmp_path(hglib.unique("hubsim-report") +
+                                          ".json")
         full = {k: "" for k in SIM_ENV}
         full.update(env or {})
         self.proc = hglib.Proc([HUBSIM] + list(args) +

@@ -202,6 +202,8 @@ def tmpdir():
         path = tempfile.mkdtemp(prefix=f"hg-e2e-{os.getpid()}-{name}-")
         _tmp["dir"] = path
         if os.environ.get("HG_KEEP_TMP"):
+            # Marked, so that no later run takes it for a crashed test's.
+            write_file(os.path.join(path, _KEPT), "")
             atexit.register(lambda: log(f"kept {path}"))
         else:
             # Registered first, so it runs after every other cleanup.
@@ -211,17 +213,22 @@ def tmpdir():
     return _tmp["dir"]
 
 
+_KEPT = "KEPT-WITH-HG_KEEP_TMP"
+
+
 def _reap_stale_tmp():
     # A test killed by SIGKILL leaves its folder: remove those whose owner
-    # (the pid in hg-e2e-<pid>-...) no longer exists. Not while folders are
-    # being kept for a look.
+    # (the pid in hg-e2e-<pid>-...) no longer exists, but never one kept for
+    # a look (HG_KEEP_TMP marks it).
     if os.environ.get("HG_KEEP_TMP"):
         return
     base = tempfile.gettempdir()
     for entry in os.listdir(base):
         m = re.match(r"hg-e2e-(\d+)-", entry)
-        if m and not os.path.exists(f"/proc/{m.group(1)}"):
-            shutil.rmtree(os.path.join(base, entry), ignore_errors=True)
+        path = os.path.join(base, entry)
+        if (m and not os.path.exists(f"/proc/{m.group(1)}") and
+                not os.path.exists(os.path.join(path, _KEPT))):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 _name_counter = [0]
