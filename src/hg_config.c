@@ -876,6 +876,11 @@ static int hg__cfg_count(struct hg__cfg_ctx *ctx, const yaml_node_t *node,
     size_t digits = strspn(text, "0123456789");
     uint64_t v = digits > 0 && digits <= 8 ? strtoull(text, NULL, 10) : 0;
 
+    if (node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) {
+        hg__cfg_error(ctx, node, "invalid %s %s (a number, not quoted)", key,
+                      hg__cfg_qnode(node, q));
+        return -1;
+    }
     if (text[digits] != '\0' || v < 1 || v > max) {
         hg__cfg_error(ctx, node, "invalid %s %s (use %s1..%llu)", key,
                       hg__cfg_qnode(node, q), other, (unsigned long long)max);

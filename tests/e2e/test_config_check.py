@@ -161,6 +161,15 @@ CASES = [
      {}, [("", 6, 11, 'invalid server name "a*.example.net"'),
           ("", 6, 29, 'invalid server name "*"')]),
 
+    ("quoted number",
+     # 3     max_connections: "10"    "    max_connections: " is 21
+     "listeners:\n"
+     "  - name: l\n"
+     "    max_connections: \"10\"\n"
+     "    bind: [\"127.0.0.1:8883\"]\n" + ROUTES,
+     {}, [("", 3, 22, 'invalid max_connections "10" (a number, not '
+                      'quoted)')]),
+
     ("server name label with a hyphen at an end",
      LISTENERS + "routes:\n"
      "  - name: r\n"

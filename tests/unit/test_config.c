@@ -325,7 +325,7 @@ static void test_workers_and_keepalive(void **state)
     assert_int_equal(cfg->workers, 256);
     assert_int_equal(cfg->tcp_keepalive_ms, 0);
     hg_config_unref(cfg);
-    cfg = load_ok("workers: \"1\"\ntcp_keepalive: 32767s\n" MIN);
+    cfg = load_ok("workers: 1\ntcp_keepalive: 32767s\n" MIN);
     assert_int_equal(cfg->workers, 1);
     assert_int_equal(cfg->tcp_keepalive_ms, 32767000);
     hg_config_unref(cfg);
@@ -825,6 +825,8 @@ static void test_error_ranges(void **state)
                  "t.yaml:1:10: invalid workers \"257\" (use auto or 1..256)");
     expect_error("workers: 2.5\n" MIN,
                  "t.yaml:1:10: invalid workers \"2.5\" (use auto or 1..256)");
+    expect_error("workers: \"1\"\n" MIN,
+                 "t.yaml:1:10: invalid workers \"1\" (a number, not quoted)");
     expect_error("max_hello: 17MiB\n" MIN,
                  "t.yaml:1:12: \"max_hello\" out of range: \"17MiB\" "
                  "(allowed: 1KiB..16MiB)");
