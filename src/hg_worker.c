@@ -571,12 +571,16 @@ static void hg__accept_pause(struct hg_worker *w, struct hg_wlisten *wl,
     hg_io_del(&w->loop, &wl->io);
     hg_timer_start(&w->loop, &wl->pause, HG_ACCEPT_PAUSE_MS);
     hg_stats_add(&hg_global_stats.accept_paused, 1);
+    w->pauses++;
     if (w->pause_log_ms != 0 && w->loop.now - w->pause_log_ms < 60000)
         return;
     w->pause_log_ms = w->loop.now;
     hg_log_warn("listener %s: accept paused for %d ms: %s "
-                "(raise the open files limit?)",
-                wl->conf->name, HG_ACCEPT_PAUSE_MS, strerror(err));
+                "(raise the open files limit?); %u pause%s in this worker "
+                "since its last such line",
+                wl->conf->name, HG_ACCEPT_PAUSE_MS, strerror(err), w->pauses,
+                w->pauses == 1 ? "" : "s");
+    w->pauses = 0;
 }
 
 static void hg__resume_cb(struct hg_loop *loop, struct hg_timer *timer)

@@ -95,6 +95,7 @@ struct hg_worker {
     atomic_bool unlisted; /* no listening socket in its epoll any more */
 
     uint64_t pause_log_ms; /* last "accept paused" line */
+    unsigned pauses;       /* accept pauses since that line */
     uint64_t sample_ms;    /* refusal log sampling */
     uint64_t suppressed;
 };

@@ -272,6 +272,36 @@ def test_a_limit_that_leaves_tunnels_no_room_is_not_ready():
     gw.stop()
 
 
+def test_accept_pauses_when_the_limit_runs_out_under_it():
+    # The limit lowered under a running gateway to what it holds: accepting
+    # pauses 100 ms at a time instead of spinning, each pause is counted,
+    # and the line that says so (once a minute) counts the pauses since.
+    echo = hglib.CaptureServer(echo=True)
+    gw = hglib.start_hubgate(hglib.sni_gateway_yaml(echo.addr, SNI,
+                                                    "workers: 1"),
+                             nofile=200)
+    # A new descriptor takes the lowest free number, which the limit must
+    # not exceed. Measured once the admin requests of the start have closed.
+    time.sleep(hglib.scale(0.5))
+    taken = {int(f) for f in os.listdir(f"/proc/{gw.proc.pid}/fd")}
+    lowest = min(set(range(len(taken) + 1)) - taken)
+    resource.prlimit(gw.proc.pid, resource.RLIMIT_NOFILE, (lowest, 200))
+    data = hello()
+    c = hglib.RawClient(gw.listen_addrs[0])
+    c.send_chunks([data])
+    gw.wait_log(r"listener tls: accept paused for 100 ms: Too many open "
+                r"files \(raise the open files limit\?\); 1 pause in this "
+                r"worker since its last such line")
+    time.sleep(hglib.scale(0.5))
+    resource.prlimit(gw.proc.pid, resource.RLIMIT_NOFILE, (200, 200))
+    assert c.recv_exactly(len(data)) == data
+    paused = gw.metrics().value("hubgate_accept_paused_total", 0)
+    assert paused >= 3, paused
+    assert len(gw.log_lines("accept paused")) == 1
+    c.close()
+    gw.stop()
+
+
 def test_out_of_descriptors_is_the_gateways_lack():
     # The open files limit lowered under a running gateway (prlimit) leaves
     # it fewer descriptors than it shared out at start: pipes kept for reuse
