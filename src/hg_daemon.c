@@ -170,6 +170,8 @@ static int hg__setup(struct hg_daemon *d, struct hg_config *cfg)
         hg_log_warn("%zu backend names have no address yet; still trying",
                     missing);
     d->admin = hg_admin_start(d, &cfg->admin_listen, &reason);
+    d->admin_addr = cfg->admin_listen.addr;
+    d->admin_addr_len = cfg->admin_listen.addr_len;
     if (d->admin == NULL) {
         hg_log_error("admin %s: %s", cfg->admin_listen.text, reason);
         return -1;
@@ -447,9 +449,11 @@ static void hg__reload(struct hg_daemon *d)
     cfg = hg_config_load(d->config_path, hg__log_error, NULL);
     if (cfg == NULL)
         goto failed;
-    if (cfg->workers != d->cfg->workers)
+    /* Against what runs, not against the last file read. */
+    if ((cfg->workers ? cfg->workers : hg__ncpu()) != d->nworkers)
         hg_log_warn("workers changed: applies at the next restart");
-    if (strcmp(cfg->admin_listen.text, d->cfg->admin_listen.text) != 0)
+    if (cfg->admin_listen.addr_len != d->admin_addr_len ||
+        memcmp(&cfg->admin_listen.addr, &d->admin_addr, d->admin_addr_len) != 0)
         hg_log_warn("admin.listen changed: applies at the next restart");
     /* Nothing of the resolver changes unless the whole reload does. */
     struct hg_resolver_plan plan;

@@ -45,8 +45,11 @@ struct hg_daemon {
      * leaves room for beside the pipes and the rest (hg__admit()). */
     atomic_uint conns;
     atomic_uint conns_max;
-    /* Connections the admin endpoint may hold, fixed at start. */
+    /* Connections the admin endpoint may hold, and its address: fixed at
+     * start. */
     unsigned admin_conns;
+    struct sockaddr_storage admin_addr;
+    socklen_t admin_addr_len;
 
     atomic_bool ready;    /* listening and not draining */
     atomic_bool draining; /* SIGTERM seen */

@@ -54,6 +54,31 @@ def test_listener_moves_on_reload():
     gw.stop()
 
 
+def test_restart_only_settings_are_compared_with_what_runs():
+    # workers and admin.listen apply at the next restart: a reload warns
+    # while the file asks for something other than what runs, each time,
+    # and says nothing once the file is back to it.
+    backend = hglib.CaptureServer(echo=True)
+    port, admin, other = hglib.free_ports(3)
+
+    def yaml(workers, admin_port):
+        return (f"workers: {workers}\nadmin:\n  listen: "
+                f"\"127.0.0.1:{admin_port}\"\n" + config(backend, port))
+    gw = hglib.start_hubgate(yaml(2, admin))
+    steps = [(3, admin), (3, admin), (2, admin), (2, other), (2, other),
+             (2, admin)]
+    warned = []
+    for workers, admin_port in steps:
+        since = len(gw.stderr())
+        gw.reload(yaml(workers, admin_port), wait_log=r"reloaded ")
+        log = gw.stderr()[since:]
+        warned.append(("workers changed" in log,
+                       "admin.listen changed" in log))
+    assert warned == [(w != 2, a != admin) for w, a in steps], warned
+    assert works(port)
+    gw.stop()
+
+
 def test_unbindable_address_rejects_reload():
     backend = hglib.CaptureServer(echo=True)
     port, extra, taken, added_port = hglib.free_ports(4)
