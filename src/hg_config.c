@@ -12,8 +12,10 @@
  */
 #include "hg_config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -238,6 +240,9 @@ static char *hg__cfg_name(struct hg__cfg_ctx *ctx, const yaml_node_t *node,
                           const char *what);
 static void hg__cfg_workers(struct hg__cfg_ctx *ctx, yaml_node_t *node);
 static void hg__cfg_admin(struct hg__cfg_ctx *ctx, yaml_node_t *node);
+static void hg__cfg_admin_clash(struct hg__cfg_ctx *ctx);
+static bool hg__cfg_addr_overlap(const struct sockaddr_storage *a,
+                                 const struct sockaddr_storage *b);
 static void hg__cfg_log(struct hg__cfg_ctx *ctx, yaml_node_t *node);
 static void hg__cfg_timeouts(struct hg__cfg_ctx *ctx, yaml_node_t *node);
 static void hg__cfg_shutdown(struct hg__cfg_ctx *ctx, yaml_node_t *node);
@@ -933,6 +938,43 @@ static void hg__cfg_admin(struct hg__cfg_ctx *ctx, yaml_node_t *node)
                          "listen address", &ctx->cfg->admin_listen);
 }
 
+/*
+ * A listener cannot bind admin.listen's port on its address, or on a
+ * wildcard address of its family: one of the two would fail at start.
+ */
+static void hg__cfg_admin_clash(struct hg__cfg_ctx *ctx)
+{
+    char q[HG__CFG_QUOTE_BUF];
+
+    for (size_t i = 0; i < ctx->binds.n; i++) {
+        const struct hg__cfg_seen *b = &ctx->binds.v[i];
+        if (hg__cfg_addr_overlap(b->bytes, &ctx->cfg->admin_listen.addr))
+            hg__cfg_error(ctx, b->node,
+                          "bind address %s takes admin.listen's port",
+                          hg__cfg_qnode(b->node, q));
+    }
+}
+
+/* True for two addresses of one family and port that one bind excludes. */
+static bool hg__cfg_addr_overlap(const struct sockaddr_storage *a,
+                                 const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port &&
+               (x->sin_addr.s_addr == y->sin_addr.s_addr ||
+                x->sin_addr.s_addr == htonl(INADDR_ANY) ||
+                y->sin_addr.s_addr == htonl(INADDR_ANY));
+    }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port &&
+           (IN6_ARE_ADDR_EQUAL(&x->sin6_addr, &y->sin6_addr) ||
+            IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) ||
+            IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr));
+}
+
 static void hg__cfg_log(struct hg__cfg_ctx *ctx, yaml_node_t *node)
 {
     yaml_node_t *v[HG__LOG_N];
@@ -1515,6 +1557,7 @@ static void hg__cfg_root(struct hg__cfg_ctx *ctx, yaml_node_t *root)
     hg__cfg_max_hello(ctx, v[HG__TOP_MAX_HELLO]);
     hg__cfg_resolver(ctx, v[HG__TOP_RESOLVER]);
     hg__cfg_listeners(ctx, root, v[HG__TOP_LISTENERS]);
+    hg__cfg_admin_clash(ctx);
     hg__cfg_routes(ctx, root, v[HG__TOP_ROUTES]);
     hg__cfg_default_route(ctx, v[HG__TOP_DEFAULT_ROUTE]);
     hg__cfg_shutdown(ctx, v[HG__TOP_SHUTDOWN]);

@@ -161,6 +161,16 @@ CASES = [
      {}, [("", 6, 11, 'invalid server name "a*.example.net"'),
           ("", 6, 29, 'invalid server name "*"')]),
 
+    ("bind address on admin.listen's port",
+     # 5     bind: ["0.0.0.0:9100", "127.0.0.1:9101"]
+     "admin:\n"
+     "  listen: \"127.0.0.1:9100\"\n"
+     "listeners:\n"
+     "  - name: l\n"
+     "    bind: [\"0.0.0.0:9100\", \"127.0.0.1:9101\"]\n" + ROUTES,
+     {}, [("", 5, 12, 'bind address "0.0.0.0:9100" takes admin.listen\'s '
+                      'port')]),
+
     ("quoted number",
      # 3     max_connections: "10"    "    max_connections: " is 21
      "listeners:\n"
