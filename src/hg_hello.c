@@ -516,9 +516,10 @@ static enum hg_hello_rc hg__hello_sni_name_len(struct hg_hello *h)
 }
 
 /*
- * The host name is complete: it must be made of host name labels (with one
- * trailing dot at most), so that no empty label ("a..b") can stretch a
- * wildcard route. Terminate it and go on. AGAIN or ERROR.
+ * The host name is complete: it must be made of host name labels, 253
+ * bytes at most (with one trailing dot more), so that no empty label
+ * ("a..b") can stretch a wildcard route and every name a route could hold
+ * is routed. Terminate it and go on. AGAIN or ERROR.
  */
 static enum hg_hello_rc hg__hello_sni_name(struct hg_hello *h)
 {
@@ -526,7 +527,7 @@ static enum hg_hello_rc hg__hello_sni_name(struct hg_hello *h)
     size_t n = h->sni_len;
     if (n > 1 && h->sni[n - 1] == '.')
         n--;
-    if (hg_hostname_labels(h->sni, n, &reason) != 0)
+    if (n > HG_HOSTNAME_MAX || hg_hostname_labels(h->sni, n, &reason) != 0)
         return hg__hello_finish(h, HG_HELLO_ERROR, "bad_sni");
     h->sni[h->sni_len] = '\0';
     return hg__hello_next_ext(h);

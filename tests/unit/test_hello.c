@@ -557,19 +557,29 @@ static void test_case_kept(void **state)
     expect_ok(&r, "Hub-A.Azure_Devices.NET", len);
 }
 
-static void test_sni_255(void **state)
+static void test_sni_253(void **state)
 {
     char name[256];
     struct spec s = {.sni = name};
     struct layout l;
 
-    /* Four labels of 63 bytes, the longest a label may be. */
-    memset(name, 'a', 255);
+    /* Labels of 63 bytes, the longest a label may be, 253 bytes in all,
+     * the longest a name may be, and a trailing dot. */
+    memset(name, 'a', 253);
     name[63] = name[127] = name[191] = '.';
-    name[255] = '\0';
+    name[253] = '.';
+    name[254] = '\0';
     size_t len = build_wire(&s, &l);
     struct result r = parse_steps(wire, len, 1, HG_HELLO_MAX_DEFAULT);
     expect_ok(&r, name, len);
+    /* One byte more is no host name, with or without the dot. */
+    name[253] = 'a';
+    len = build_wire(&s, &l);
+    expect_err(wire, len, HG_HELLO_ERROR, "bad_sni");
+    name[254] = '.';
+    name[255] = '\0';
+    len = build_wire(&s, &l);
+    expect_err(wire, len, HG_HELLO_ERROR, "bad_sni");
 }
 
 static void test_not_tls(void **state)
@@ -1005,7 +1015,7 @@ int main(void)
         cmocka_unit_test(test_no_extensions),
         cmocka_unit_test(test_empty_extensions),
         cmocka_unit_test(test_case_kept),
-        cmocka_unit_test(test_sni_255),
+        cmocka_unit_test(test_sni_253),
         cmocka_unit_test(test_not_tls),
         cmocka_unit_test(test_sslv2),
         cmocka_unit_test(test_record_length),
