@@ -12,6 +12,8 @@ packages=(
     # tests and demo: the real servers and clients
     mosquitto mosquitto-clients dnsmasq-base nftables iproute2 openssl
     python3 procps psmisc valgrind curl coreutils
+    # the systemd unit's test: systemd-analyze, setpriv and prlimit
+    systemd util-linux
     # benchmarks (make bench): the peers hubgate is measured against, and
     # strace for system calls per message (callgrind comes with valgrind),
     # liburing for the bare io_uring forwarder measured beside them
