@@ -1403,17 +1403,18 @@ def start_hubgate(yaml_text, **kw):
 
 
 def sni_gateway_yaml(backend, sni, extra="", port=None, listener="",
-                     route=""):
+                     route="", binds=None):
     """The config of start_sni_gateway: one listener "tls" on 127.0.0.1
-    (port, or a free one) and one route "hub" from sni to backend; extra is
-    YAML at the top level, listener and route lines added to each (as
-    "    key: value")."""
-    port = port or free_port()
+    (port, or a free one; or on every "IP:PORT" of binds) and one route
+    "hub" from sni to backend; extra is YAML at the top level, listener and
+    route lines added to each (as "    key: value")."""
+    binds = binds or [f"127.0.0.1:{port or free_port()}"]
+    bind = ", ".join(f'"{b}"' for b in binds)
     return f"""
 {extra}
 listeners:
   - name: tls
-    bind: ["127.0.0.1:{port}"]
+    bind: [{bind}]
 {listener}
 routes:
   - name: hub

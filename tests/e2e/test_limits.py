@@ -164,11 +164,7 @@ def test_tunnels_leave_descriptors_for_the_admin_endpoint():
     # listening sockets and a quarter of the limit for pipes, two
     # descriptors each: (160 - 64 - 16 - 2 - 40) / 2. One more is closed at
     # once, counted as no_descriptors, and the probe still gets its answer.
-    echo = hglib.CaptureServer(echo=True)
-    gw = hglib.start_hubgate(hglib.sni_gateway_yaml(echo.addr, SNI,
-                                                    "workers: 1"),
-                             nofile=160)
-    assert gw.log_lines(r"started: .* room for 19 tunnels"), gw.stderr()
+    gw = echo_gateway(160, room=19)
     tunnels, refused = fill(gw, 80)  # more than the limit holds
     assert (len(tunnels), refused) == (19, 61)
     assert gwlib.refused(gw, "tls", "no_descriptors") == 61
@@ -180,6 +176,21 @@ def test_tunnels_leave_descriptors_for_the_admin_endpoint():
     tunnels += [tunnel(gw, hello()), tunnel(gw, hello())]
     assert not gw.log_lines("accept paused")
     gw.stop()
+
+
+def echo_gateway(nofile, room=None, workers=1, binds=None, **kw):
+    """hubgate with `workers` before an echo backend (gw.backend), under an
+    open files limit of nofile; when room is given, its start-up line must
+    say it has room for that many tunnels."""
+    echo = hglib.CaptureServer(echo=True)
+    gw = hglib.start_hubgate(hglib.sni_gateway_yaml(
+        echo.addr, SNI, f"workers: {workers}", binds=binds), nofile=nofile,
+        **kw)
+    gw.backend = echo
+    if room is not None:
+        assert gw.log_lines(rf"started: .* room for {room} tunnels"), \
+            gw.stderr()
+    return gw
 
 
 def fill(gw, n):
@@ -204,20 +215,9 @@ def test_room_counts_every_listening_socket():
     # across a reload: with 3 addresses and 2 workers, 12 descriptors. Kept
     # with 64 and 16 admin connections, and a quarter for pipes, that leaves
     # (200 - 92 - 50) / 2 tunnels, all of which get through.
-    echo = hglib.CaptureServer(echo=True)
-    binds = ", ".join(f'"127.0.0.{i}:{hglib.free_port(f"127.0.0.{i}")}"'
-                      for i in (1, 2, 3))
-    gw = hglib.start_hubgate(f"""
-workers: 2
-listeners:
-  - name: tls
-    bind: [{binds}]
-routes:
-  - name: hub
-    sni: ["{SNI}"]
-    backend: "{echo.addr}"
-""", nofile=200)
-    assert gw.log_lines(r"started: .* room for 29 tunnels"), gw.stderr()
+    binds = [f"127.0.0.{i}:{hglib.free_port(f'127.0.0.{i}')}"
+             for i in (1, 2, 3)]
+    gw = echo_gateway(200, room=29, workers=2, binds=binds)
     tunnels, refused = fill(gw, 40)
     assert (len(tunnels), refused) == (29, 11)
     assert gw.readyz() == 200
@@ -229,11 +229,7 @@ def test_admin_connections_leave_the_tunnels_their_room():
     # out of the tunnels' room: 40 idle admin connections from 3 addresses
     # take no descriptor a tunnel could have had. (320 - 64 - 20 - 2 -
     # 80) / 2 tunnels.
-    echo = hglib.CaptureServer(echo=True)
-    gw = hglib.start_hubgate(hglib.sni_gateway_yaml(echo.addr, SNI,
-                                                    "workers: 1"),
-                             nofile=320)
-    assert gw.log_lines(r"started: .* room for 77 tunnels"), gw.stderr()
+    gw = echo_gateway(320, room=77)
     host, port = hglib.split_hostport(gw.admin)
     idle = []
     for i in range(40):
@@ -255,10 +251,7 @@ def test_admin_connections_leave_the_tunnels_their_room():
 
 
 def test_a_limit_that_leaves_tunnels_no_room_is_not_ready():
-    echo = hglib.CaptureServer(echo=True)
-    gw = hglib.start_hubgate(hglib.sni_gateway_yaml(echo.addr, SNI,
-                                                    "workers: 1"),
-                             nofile=80, wait_ready=False)
+    gw = echo_gateway(80, wait_ready=False)
     gw.wait_log("the open files limit of 80 leaves no room for tunnels: "
                 "every connection is refused and /readyz says 503")
     hglib.wait_until(lambda: gw.readyz() == 503, hglib.scale(5),
@@ -268,7 +261,7 @@ def test_a_limit_that_leaves_tunnels_no_room_is_not_ready():
     c.send_chunks([hello()])
     assert c.closed_by_peer(hglib.scale(2))
     assert gwlib.refused(gw, "tls", "no_descriptors") == 1
-    assert echo.count() == 0
+    assert gw.backend.count() == 0
     gw.stop()
 
 
@@ -276,10 +269,7 @@ def test_accept_pauses_when_the_limit_runs_out_under_it():
     # The limit lowered under a running gateway to what it holds: accepting
     # pauses 100 ms at a time instead of spinning, each pause is counted,
     # and the line that says so (once a minute) counts the pauses since.
-    echo = hglib.CaptureServer(echo=True)
-    gw = hglib.start_hubgate(hglib.sni_gateway_yaml(echo.addr, SNI,
-                                                    "workers: 1"),
-                             nofile=200)
+    gw = echo_gateway(200)
     # A new descriptor takes the lowest free number, which the limit must
     # not exceed. Measured once the admin requests of the start have closed.
     time.sleep(hglib.scale(0.5))
