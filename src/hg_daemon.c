@@ -22,8 +22,9 @@
 #define HG_LISTEN_BACKLOG   4096
 #define HG_RETIRE_CHECK_MS  50
 #define HG_FIRST_RESOLVE_MS 3000
-/* Descriptors besides tunnels and listening sockets: standard streams,
- * event and signal descriptors, admin connections, resolver sockets. */
+/* Descriptors besides tunnels, pipes, listening sockets and the admin
+ * endpoint's connections: standard streams, event and signal descriptors,
+ * the loops, resolver sockets, the config and allow files being read. */
 #define HG_FD_SPARE 64
 /* The kernel holds a connection that has sent nothing for this long (one
  * SYN-ACK retransmission), then hands it over anyway, and timeouts.hello
@@ -170,12 +171,12 @@ static int hg__setup(struct hg_daemon *d, struct hg_config *cfg)
         hg_log_warn("%zu backend names have no address yet; still trying",
                     missing);
     d->admin = hg_admin_start(d, &cfg->admin_listen, &reason);
-    d->admin_addr = cfg->admin_listen.addr;
-    d->admin_addr_len = cfg->admin_listen.addr_len;
     if (d->admin == NULL) {
         hg_log_error("admin %s: %s", cfg->admin_listen.text, reason);
         return -1;
     }
+    d->admin_addr = cfg->admin_listen.addr;
+    d->admin_addr_len = cfg->admin_listen.addr_len;
     if (hg__start_workers(d) < 0)
         return -1;
     /*
